@@ -1,0 +1,272 @@
+"""The ``tunedeck`` command line (also ``python -m backend``). Every action of the web UI is here too.
+
+    tunedeck serve [--host H] [--port P]
+    tunedeck data add FILE [--name N] [--prompt-col C] [--response-col C]
+    tunedeck data list
+    tunedeck train DATASET --preset P [--set key=value ...] [--wait]
+    tunedeck jobs | show JOB | cancel JOB
+    tunedeck generate (JOB | --base MODEL) --prompt TEXT [--max-new-tokens N] [--temperature T]
+
+Every command takes ``--json``. Failures exit non-zero with the message on stderr. It works with or without the app
+running: jobs are run by the app's scheduler, or by a background one this command starts (never two at once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from typing import Any
+
+from backend import views
+from backend.config import ConfigError, RunConfig, coerce_setting
+from backend.data import DataError, import_dataset
+from backend.jobs import JobStatus
+from backend.manager import Manager, ensure_scheduler
+from backend.presets import PresetError, load_preset
+from backend.settings import Paths
+from backend.store import Store
+
+
+class CliError(Exception):
+    pass
+
+
+def _ctx() -> tuple[Paths, Store, Manager]:
+    paths = Paths.from_env()
+    store = Store(paths.db)
+    return paths, store, Manager(store, paths)
+
+
+def _out(args: argparse.Namespace, data: Any, text: str) -> None:
+    print(json.dumps(data, indent=2, default=str) if args.json else text)
+
+
+# -- commands ----------------------------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from app import main as serve_main
+
+    return serve_main(["--host", args.host, "--port", str(args.port)] + (["--share"] if args.share else []))
+
+
+def cmd_data_add(args: argparse.Namespace) -> int:
+    paths, store, _ = _ctx()
+    record, report = import_dataset(
+        store, paths, args.file, name=args.name, prompt_col=args.prompt_col, response_col=args.response_col
+    )
+    view = views.dataset_view(record) | {"report": report.__dict__}
+    m = record.info["mapping"]
+    _out(args, view, f"Added dataset {record.name} ({record.id}): prompt={m['prompt']!r} response={m['response']!r}. "
+                     f"{report.summary()}")
+    return 0
+
+
+def cmd_data_list(args: argparse.Namespace) -> int:
+    _, store, _ = _ctx()
+    rows = [views.dataset_view(d) for d in store.list_datasets()]
+    lines = [f"{r['name']:<28} {r['id']:<12} {r['rows']:>7} rows  from {r['source_file']}" for r in rows]
+    _out(args, rows, "\n".join(lines) if lines else "No datasets yet. Add one with: tunedeck data add FILE.csv")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    paths, store, manager = _ctx()
+    preset = load_preset(args.preset)
+    changes: dict[str, Any] = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise CliError(f"--set {item!r}: expected key=value, e.g. --set learning_rate=1e-4")
+        changes[key.strip()] = coerce_setting(key.strip(), value.strip())
+    config = RunConfig.parse({**preset.config.model_dump(), **changes})
+    job = manager.submit(args.dataset, config, preset=preset.name)
+    ensure_scheduler(paths)
+    if not args.wait:
+        _out(args, views.job_view(store, job), f"Queued {job.id}. Follow it with: tunedeck show {job.id}")
+        return 0
+    print(f"Queued {job.id}; waiting for it to finish (Ctrl-C stops waiting, not the job).", file=sys.stderr)
+    last = ""
+    while True:
+        job = store.get_job(job.id)
+        assert job is not None
+        view = views.job_view(store, job)
+        line = views.status_line(view)
+        if line != last:
+            print(f"{job.id}: {line}", file=sys.stderr)
+            last = line
+        if job.status.is_terminal:
+            break
+        ensure_scheduler(paths)  # if the scheduler that ran it went away, start another
+        time.sleep(1.0)
+    _out(args, views.job_detail(store, job), f"{job.id}: {views.status_line(view)}" +
+         (f"\nadapter: {view['adapter_dir']}" if view["adapter_dir"] else ""))
+    return 0 if job.status is JobStatus.SUCCEEDED else 1
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    _, store, _ = _ctx()
+    rows = [views.job_view(store, j) for j in store.list_jobs()]
+    lines = [f"{r['id']:<28} {r['status']:<10} {r['base_model'] or '':<28} {views.status_line(r)}" for r in rows]
+    _out(args, rows, "\n".join(lines) if lines else "No jobs yet. Start one with: tunedeck train DATASET --preset tiny-offline")
+    return 0
+
+
+def _job(store: Store, job_id: str):
+    job = store.get_job(job_id)
+    if job is None:
+        raise CliError(f"There is no job {job_id!r}. Fix: see `tunedeck jobs` for the list.")
+    return job
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    _, store, _ = _ctx()
+    job = _job(store, args.job)
+    detail = views.job_detail(store, job)
+    text = [f"{job.id}: {views.status_line(detail)}",
+            f"base model: {detail['base_model']} ({detail['method']}), dataset {detail['dataset']}, preset {detail['preset']}"]
+    if detail["pid"]:
+        text.append(f"worker pid: {detail['pid']}")
+    if detail["adapter_dir"]:
+        text.append(f"adapter: {detail['adapter_dir']}")
+    text.append(f"log: {job.job_dir}/worker.log")
+    _out(args, detail, "\n".join(text))
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    paths, store, manager = _ctx()
+    job = _job(store, args.job)
+    if job.status.is_terminal:
+        raise CliError(f"{job.id} has already ended ({job.status.value}); there is nothing to cancel.")
+    manager.cancel(job.id)
+    ensure_scheduler(paths)
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        job = _job(store, job.id)
+        if job.status.is_terminal:
+            break
+        time.sleep(0.5)
+    view = views.job_view(store, job)
+    _out(args, view, f"{job.id}: {views.status_line(view)}" if job.status.is_terminal
+         else f"{job.id}: cancel requested; it stops after the current step.")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from backend.generate import generate, load
+    from backend.logs import quiet_hf
+
+    quiet_hf()
+
+    paths, store, _ = _ctx()
+    adapter = None
+    if args.job:
+        job = _job(store, args.job)
+        adapter = (job.result or {}).get("adapter_dir")
+        if not adapter:
+            raise CliError(f"{job.id} has no adapter ({views.status_line(views.job_view(store, job))}). "
+                           "Fix: wait for it to finish, or use --base MODEL to talk to a base model.")
+        base = job.config["base_model"]
+    else:
+        base = args.base
+    loaded = load(base, adapter, paths)
+    messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
+        {"role": "user", "content": args.prompt}]
+    reply = generate(loaded, messages, max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
+    _out(args, {"base_model": base, "adapter_dir": adapter, "prompt": args.prompt, "reply": reply}, reply)
+    return 0
+
+
+def cmd_manager(args: argparse.Namespace) -> int:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _, _, manager = _ctx()
+    manager.run(threading.Event(), until_idle=args.until_idle)
+    return 0
+
+
+# -- parsing -------------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p = argparse.ArgumentParser(prog="tunedeck", description="Fine-tune an open LLM on your own examples.",
+                                parents=[common])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("serve", parents=[common], help="run the web app")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=7860)
+    s.add_argument("--share", action="store_true", help="also ask Gradio for a public share link")
+    s.set_defaults(func=cmd_serve)
+
+    d = sub.add_parser("data", parents=[common], help="datasets").add_subparsers(dest="data_cmd", required=True)
+    da = d.add_parser("add", parents=[common], help="import a CSV file as a dataset")
+    da.add_argument("file")
+    da.add_argument("--name")
+    da.add_argument("--prompt-col")
+    da.add_argument("--response-col")
+    da.set_defaults(func=cmd_data_add)
+    dl = d.add_parser("list", parents=[common], help="list datasets")
+    dl.set_defaults(func=cmd_data_list)
+
+    t = sub.add_parser("train", parents=[common], help="queue a training job")
+    t.add_argument("dataset", help="dataset name or id")
+    t.add_argument("--preset", required=True, help="a preset from presets/, e.g. tiny-offline")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)")
+    t.add_argument("--wait", action="store_true", help="wait for the job; exit 0 only if it succeeded")
+    t.set_defaults(func=cmd_train)
+
+    j = sub.add_parser("jobs", parents=[common], help="list jobs")
+    j.set_defaults(func=cmd_jobs)
+    sh = sub.add_parser("show", parents=[common], help="one job in detail")
+    sh.add_argument("job")
+    sh.set_defaults(func=cmd_show)
+    c = sub.add_parser("cancel", parents=[common], help="cancel a queued or running job")
+    c.add_argument("job")
+    c.add_argument("--timeout", type=float, default=60, help="seconds to wait for it to stop")
+    c.set_defaults(func=cmd_cancel)
+
+    g = sub.add_parser("generate", parents=[common], help="ask a fine-tuned run or a base model")
+    who = g.add_mutually_exclusive_group(required=True)
+    who.add_argument("job", nargs="?", help="a finished job's id")
+    who.add_argument("--base", metavar="MODEL", help="a base model instead of a job")
+    g.add_argument("--prompt", required=True)
+    g.add_argument("--system", default="")
+    g.add_argument("--max-new-tokens", type=int, default=128)
+    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (reproducible)")
+    g.add_argument("--seed", type=int, default=0)
+    g.set_defaults(func=cmd_generate)
+
+    m = sub.add_parser("manager", parents=[common], help="run the job scheduler (the app runs one itself)")
+    m.add_argument("--until-idle", action="store_true", help="exit when nothing is queued or running")
+    m.set_defaults(func=cmd_manager)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, DataError, PresetError, CliError, KeyError) as exc:
+        msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - the CLI shows a message, not a traceback
+        from backend.models import ModelError
+
+        if isinstance(exc, ModelError):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,306 @@
+"""The SQLite store: datasets, jobs, their progress and metrics, under the data directory.
+
+WAL mode lets the web UI read while a worker writes metrics and the manager writes status. Each call opens its
+own short-lived connection, so the store is safe to use from any thread or process. The schema carries a version
+number; ``_migrate`` brings an older database forward so that stored runs survive upgrades.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from backend.jobs import JobStatus, check_transition
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS datasets (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created REAL NOT NULL,
+    source_file TEXT NOT NULL,
+    path TEXT NOT NULL,
+    n_rows INTEGER NOT NULL,
+    info TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    created REAL NOT NULL,
+    dataset_id TEXT NOT NULL,
+    preset TEXT NOT NULL,
+    config TEXT NOT NULL,
+    job_dir TEXT NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    pid INTEGER,
+    started REAL,
+    finished REAL,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    result TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS progress (
+    job_id TEXT PRIMARY KEY,
+    step INTEGER NOT NULL,
+    total_steps INTEGER NOT NULL,
+    eta_s REAL,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    job_id TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    value REAL NOT NULL,
+    time REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS metrics_job ON metrics (job_id, name, step);
+"""
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    id: str
+    name: str
+    created: float
+    source_file: str
+    path: str
+    n_rows: int
+    info: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: str
+    seq: int
+    created: float
+    dataset_id: str
+    preset: str
+    config: dict[str, Any]
+    job_dir: str
+    status: JobStatus
+    reason: str
+    pid: int | None
+    started: float | None
+    finished: float | None
+    cancel_requested: bool
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Progress:
+    step: int
+    total_steps: int
+    eta_s: float | None
+    updated: float
+
+
+class Store:
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+        with self._conn() as c:
+            c.execute("PRAGMA journal_mode=WAL")
+            c.executescript(_SCHEMA)
+            self._migrate(c)
+
+    @contextmanager
+    def _conn(self) -> Iterator[sqlite3.Connection]:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute("PRAGMA foreign_keys=ON")
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._conn() as c:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                yield c
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            c.execute("COMMIT")
+
+    def _migrate(self, c: sqlite3.Connection) -> None:
+        row = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        version = int(row["value"]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"The database {self.path} was written by a newer TuneDeck (schema {version}, this one knows "
+                f"{SCHEMA_VERSION}). Upgrade TuneDeck, or point TUNEDECK_HOME at another folder."
+            )
+        # Future migrations go here, one `if version < N:` block each, so old runs and datasets stay readable.
+        c.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    # -- datasets -------------------------------------------------------------------------------------------
+
+    def add_dataset(self, rec: DatasetRecord) -> None:
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO datasets VALUES (?,?,?,?,?,?,?)",
+                (rec.id, rec.name, rec.created, rec.source_file, rec.path, rec.n_rows, json.dumps(rec.info)),
+            )
+
+    def list_datasets(self) -> list[DatasetRecord]:
+        with self._conn() as c:
+            rows = c.execute("SELECT * FROM datasets ORDER BY created DESC").fetchall()
+        return [_dataset(r) for r in rows]
+
+    def get_dataset(self, key: str) -> DatasetRecord | None:
+        """By id or by name."""
+        with self._conn() as c:
+            r = c.execute("SELECT * FROM datasets WHERE id=? OR name=?", (key, key)).fetchone()
+        return _dataset(r) if r else None
+
+    def dataset_name_taken(self, name: str) -> bool:
+        with self._conn() as c:
+            return c.execute("SELECT 1 FROM datasets WHERE name=?", (name,)).fetchone() is not None
+
+    # -- jobs -----------------------------------------------------------------------------------------------
+
+    def add_job(self, job_id: str, dataset_id: str, preset: str, config: dict[str, Any], job_dir: str) -> None:
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO jobs (id, created, dataset_id, preset, config, job_dir, status) VALUES (?,?,?,?,?,?,?)",
+                (job_id, time.time(), dataset_id, preset, json.dumps(config), job_dir, JobStatus.QUEUED.value),
+            )
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        with self._conn() as c:
+            r = c.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return _job(r) if r else None
+
+    def list_jobs(self, statuses: tuple[JobStatus, ...] = ()) -> list[JobRecord]:
+        """Newest first."""
+        with self._conn() as c:
+            if statuses:
+                marks = ",".join("?" * len(statuses))
+                rows = c.execute(
+                    f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY seq DESC", [s.value for s in statuses]
+                ).fetchall()
+            else:
+                rows = c.execute("SELECT * FROM jobs ORDER BY seq DESC").fetchall()
+        return [_job(r) for r in rows]
+
+    def queued_jobs(self) -> list[JobRecord]:
+        """Oldest first: the order they will run in."""
+        return list(reversed(self.list_jobs((JobStatus.QUEUED,))))
+
+    def set_status(
+        self,
+        job_id: str,
+        new: JobStatus,
+        *,
+        reason: str | None = None,
+        pid: int | None = None,
+        result: dict[str, Any] | None = None,
+    ) -> JobRecord:
+        """Change a job's status. Only the job manager calls this."""
+        now = time.time()
+        with self._tx() as c:
+            r = c.execute("SELECT status FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if r is None:
+                raise KeyError(job_id)
+            check_transition(JobStatus(r["status"]), new)
+            sets, args = ["status=?"], [new.value]
+            if reason is not None:
+                sets.append("reason=?")
+                args.append(reason)
+            if pid is not None:
+                sets.append("pid=?")
+                args.append(pid)
+            if result is not None:
+                sets.append("result=?")
+                args.append(json.dumps(result))
+            if new is JobStatus.RUNNING:
+                sets.append("started=?")
+                args.append(now)
+            if new.is_terminal:
+                sets.append("finished=?")
+                args.append(now)
+            c.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id=?", (*args, job_id))
+        job = self.get_job(job_id)
+        assert job is not None
+        return job
+
+    def request_cancel(self, job_id: str) -> None:
+        """Ask the manager to cancel a job (any process may ask; only the manager acts)."""
+        with self._tx() as c:
+            c.execute("UPDATE jobs SET cancel_requested=1 WHERE id=?", (job_id,))
+
+    def jobs_using_dataset(self, dataset_id: str, statuses: tuple[JobStatus, ...]) -> list[JobRecord]:
+        return [j for j in self.list_jobs(statuses) if j.dataset_id == dataset_id]
+
+    # -- progress and metrics (written by the worker) -------------------------------------------------------
+
+    def set_progress(self, job_id: str, step: int, total_steps: int, eta_s: float | None) -> None:
+        with self._tx() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO progress VALUES (?,?,?,?,?)", (job_id, step, total_steps, eta_s, time.time())
+            )
+
+    def get_progress(self, job_id: str) -> Progress | None:
+        with self._conn() as c:
+            r = c.execute("SELECT * FROM progress WHERE job_id=?", (job_id,)).fetchone()
+        return Progress(r["step"], r["total_steps"], r["eta_s"], r["updated"]) if r else None
+
+    def add_metrics(self, job_id: str, step: int, values: dict[str, float]) -> None:
+        now = time.time()
+        rows = [(job_id, step, k, float(v), now) for k, v in values.items()]
+        if rows:
+            with self._tx() as c:
+                c.executemany("INSERT INTO metrics VALUES (?,?,?,?,?)", rows)
+
+    def metrics(self, job_id: str, name: str | None = None) -> list[tuple[int, str, float]]:
+        """(step, name, value) rows in step order."""
+        with self._conn() as c:
+            if name:
+                q = c.execute(
+                    "SELECT step, name, value FROM metrics WHERE job_id=? AND name=? ORDER BY step, rowid",
+                    (job_id, name),
+                )
+            else:
+                q = c.execute("SELECT step, name, value FROM metrics WHERE job_id=? ORDER BY step, rowid", (job_id,))
+            return [(r["step"], r["name"], r["value"]) for r in q.fetchall()]
+
+
+def _dataset(r: sqlite3.Row) -> DatasetRecord:
+    return DatasetRecord(
+        id=r["id"],
+        name=r["name"],
+        created=r["created"],
+        source_file=r["source_file"],
+        path=r["path"],
+        n_rows=r["n_rows"],
+        info=json.loads(r["info"]),
+    )
+
+
+def _job(r: sqlite3.Row) -> JobRecord:
+    return JobRecord(
+        id=r["id"],
+        seq=r["seq"],
+        created=r["created"],
+        dataset_id=r["dataset_id"],
+        preset=r["preset"],
+        config=json.loads(r["config"]),
+        job_dir=r["job_dir"],
+        status=JobStatus(r["status"]),
+        reason=r["reason"],
+        pid=r["pid"],
+        started=r["started"],
+        finished=r["finished"],
+        cancel_requested=bool(r["cancel_requested"]),
+        result=json.loads(r["result"]),
+    )

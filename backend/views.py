@@ -1,0 +1,112 @@
+"""Plain-data views of jobs and datasets, shared by the CLI (``--json``), the Gradio API and the UI tables."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from backend.jobs import JobStatus
+from backend.manager import queue_positions
+from backend.store import DatasetRecord, JobRecord, Store
+
+
+def dataset_view(d: DatasetRecord) -> dict[str, Any]:
+    report = d.info.get("report", {})
+    return {
+        "id": d.id,
+        "name": d.name,
+        "rows": d.n_rows,
+        "source_file": d.source_file,
+        "mapping": d.info.get("mapping", {}),
+        "skipped_rows": report.get("rows_in_file", d.n_rows) - d.n_rows,
+        "created": _iso(d.created),
+        "path": d.path,
+    }
+
+
+def job_view(store: Store, job: JobRecord, positions: dict[str, int] | None = None) -> dict[str, Any]:
+    positions = queue_positions(store) if positions is None else positions
+    progress = store.get_progress(job.id)
+    losses = store.metrics(job.id, "loss")
+    result = job.result or {}
+    adapter = result.get("adapter_dir") or ""
+    view: dict[str, Any] = {
+        "id": job.id,
+        "status": job.status.value,
+        "reason": job.reason,
+        "dataset": job.dataset_id,
+        "preset": job.preset,
+        "base_model": job.config.get("base_model"),
+        "method": job.config.get("method"),
+        "created": _iso(job.created),
+        "queue_position": positions.get(job.id),
+        "pid": job.pid if job.status is JobStatus.RUNNING else None,
+        "step": progress.step if progress else 0,
+        "total_steps": progress.total_steps if progress else None,
+        "eta_s": round(progress.eta_s, 1) if progress and progress.eta_s is not None and job.status is JobStatus.RUNNING else None,
+        "last_loss": losses[-1][2] if losses else None,
+        "first_loss": losses[0][2] if losses else None,
+        "cancel_requested": job.cancel_requested,
+        "adapter_dir": adapter if adapter and Path(adapter).is_dir() else None,
+        "job_dir": job.job_dir,
+        "elapsed_s": round((job.finished or time.time()) - job.started, 1) if job.started else None,
+    }
+    return view
+
+
+def job_detail(store: Store, job: JobRecord) -> dict[str, Any]:
+    view = job_view(store, job)
+    metrics: dict[str, list[list[float]]] = {}
+    for step, name, value in store.metrics(job.id):
+        metrics.setdefault(name, []).append([step, value])
+    view["metrics"] = metrics
+    view["config"] = job.config
+    view["result"] = job.result
+    return view
+
+
+def status_line(v: dict[str, Any]) -> str:
+    """One human line: what the job is doing now."""
+    s = v["status"]
+    if s == "queued":
+        pos = v.get("queue_position")
+        return f"queued (position {pos} in line)" if pos else "queued"
+    if s == "running":
+        total = v.get("total_steps")
+        if not total:
+            return "running: loading the model and data"
+        eta = v.get("eta_s")
+        return f"running: step {v['step']}/{total}" + (f", about {format_duration(eta)} left" if eta is not None else "")
+    if s == "succeeded":
+        loss = v.get("last_loss")
+        return "succeeded" + (f": final loss {loss:.4f}" if loss is not None else "")
+    return f"{s}: {v['reason']}" if v.get("reason") else s
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+
+
+def log_tail(job: JobRecord, lines: int = 40) -> str:
+    path = Path(job.job_dir) / "worker.log"
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - 64 * 1024))
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return "(no log yet: the job has not started)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _iso(t: float | None) -> str | None:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else None
