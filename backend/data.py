@@ -118,24 +118,24 @@ def read_table(path: str | Path, display_name: str | None = None) -> tuple[pd.Da
 
 
 def _decode(raw: bytes, name: str) -> str:
-    for enc in ("utf-8-sig", "utf-16"):
-        if enc == "utf-16" and not raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-            continue
+    # UTF-16 first (Excel's "Unicode Text" export): its BOM is not UTF-8, and cp1252 would "decode" it into garbage.
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
         try:
-            return raw.decode(enc)
+            return raw.decode("utf-16")
         except UnicodeDecodeError as exc:
-            if enc == "utf-16":
-                raise DataError(f"{name}: the file looks like UTF-16 but could not be decoded ({exc}).") from None
-            bad_line = raw[: exc.start].count(b"\n") + 1
-            try:
-                # Excel on Windows exports cp1252; accept it, but only when every byte maps to a character.
-                return raw.decode("cp1252")
-            except UnicodeDecodeError:
-                raise DataError(
-                    f"{name}: line {bad_line} has bytes that are not valid UTF-8 text. "
-                    "Fix: re-save the file as 'CSV UTF-8' and upload it again."
-                ) from None
-    raise AssertionError("unreachable")
+            raise DataError(f"{name}: the file looks like UTF-16 but could not be decoded ({exc}).") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        bad_line = raw[: exc.start].count(b"\n") + 1
+        try:
+            # Excel on Windows exports cp1252; accept it, but only when every byte maps to a character.
+            return raw.decode("cp1252")
+        except UnicodeDecodeError:
+            raise DataError(
+                f"{name}: line {bad_line} has bytes that are not valid UTF-8 text. "
+                "Fix: re-save the file as 'CSV UTF-8' and upload it again."
+            ) from None
 
 
 def _sniff_delimiter(text: str) -> str:

@@ -253,7 +253,10 @@ def decide(
             return JobStatus.CANCELLED, result.reason or "cancelled"
         return JobStatus.FAILED, result.reason or "the worker reported a failure without a reason"
     if killed and cancel_requested:
-        return JobStatus.CANCELLED, f"cancelled: the worker did not stop within {kill_after_s:.0f} s and was killed"
+        return JobStatus.CANCELLED, f"cancelled: the worker did not stop within {kill_after_s:g} s and was killed"
+    if cancel_requested and code == -signal.SIGTERM:
+        # Our cancel's SIGTERM arrived before the worker installed its handler (it was still starting up).
+        return JobStatus.CANCELLED, "cancelled while the worker was starting, before it saved anything"
     if code == "gone":
         return JobStatus.FAILED, (
             "worker died while TuneDeck was not watching (it was started before a restart and left no result); "

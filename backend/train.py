@@ -213,7 +213,7 @@ class Recipe:
 
         from backend import hf
 
-        self.callback = make_store_callback(self.store, self.stop)
+        self.callback = make_store_callback(self.store, self.spec.job_id, self.stop)
         self.trainer = SFTTrainer(
             model=self.model,
             args=hf.sft_config(self.cfg, self.caps, str(self.job_dir / "checkpoints")),
@@ -222,6 +222,10 @@ class Recipe:
             peft_config=hf.lora_config(self.cfg),
             callbacks=[self.callback],
         )
+        # Our callback logs each step with the job id; the Trainer's own printer would log it a second time.
+        from transformers.trainer_callback import PrinterCallback
+
+        self.trainer.remove_callback(PrinterCallback)
         trainable, total = self.trainer.model.get_nb_trainable_parameters()
         log.info("trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / total)
 

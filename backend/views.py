@@ -31,11 +31,13 @@ def job_view(store: Store, job: JobRecord, positions: dict[str, int] | None = No
     losses = store.metrics(job.id, "loss")
     result = job.result or {}
     adapter = result.get("adapter_dir") or ""
+    dataset = store.get_dataset(job.dataset_id)
     view: dict[str, Any] = {
         "id": job.id,
         "status": job.status.value,
         "reason": job.reason,
-        "dataset": job.dataset_id,
+        "dataset": dataset.name if dataset else f"{job.dataset_id} (deleted)",
+        "dataset_id": job.dataset_id,
         "preset": job.preset,
         "base_model": job.config.get("base_model"),
         "method": job.config.get("method"),
@@ -95,7 +97,7 @@ def format_duration(seconds: float | None) -> str:
     return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
 
 
-def log_tail(job: JobRecord, lines: int = 40) -> str:
+def log_tail(job: JobRecord, lines: int = 14) -> str:
     path = Path(job.job_dir) / "worker.log"
     try:
         with open(path, "rb") as f:

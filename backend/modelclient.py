@@ -1,0 +1,92 @@
+"""The web UI's handle on the model server (``backend.modelserver``): starts it on first use, streams replies.
+
+Torch-free. One request at a time (a lock), because one process owns the model; a server that died is
+restarted on the next request, and its last log lines are shown in the error.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from backend.settings import PROJECT_ROOT, Paths
+
+
+class ModelServerError(RuntimeError):
+    pass
+
+
+class ModelClient:
+    def __init__(self, paths: Paths):
+        self.paths = paths
+        self._proc: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._log_path = paths.logs / "modelserver.log"
+
+    def _ensure(self) -> subprocess.Popen:
+        if self._proc is not None and self._proc.poll() is None:
+            return self._proc
+        env = {**os.environ, "TUNEDECK_HOME": str(self.paths.home), "PYTHONUNBUFFERED": "1"}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
+        log = open(self._log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "backend.modelserver"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env, text=True, bufsize=1,
+            start_new_session=True,
+        )
+        log.close()
+        ready = self._proc.stdout.readline() if self._proc.stdout else ""
+        if not ready:
+            raise ModelServerError(f"the model server did not start; see {self._log_path}")
+        return self._proc
+
+    def stream(
+        self,
+        base_model: str,
+        adapter_dir: str | None,
+        messages: list[dict[str, str]],
+        *,
+        max_new_tokens: int = 128,
+        temperature: float = 0.0,
+        seed: int = 0,
+    ) -> Iterator[str]:
+        """Yield the reply so far, growing piece by piece."""
+        with self._lock:
+            proc = self._ensure()
+            rid = next(self._ids)
+            req: dict[str, Any] = {
+                "id": rid, "base_model": base_model, "adapter_dir": adapter_dir, "messages": messages,
+                "max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed,
+            }
+            assert proc.stdin and proc.stdout
+            proc.stdin.write(json.dumps(req) + "\n")
+            proc.stdin.flush()
+            text = ""
+            for line in proc.stdout:
+                msg = json.loads(line)
+                if msg.get("id") != rid:
+                    continue
+                if "delta" in msg:
+                    text += msg["delta"]
+                    yield text
+                elif "error" in msg:
+                    raise ModelServerError(msg["error"])
+                elif msg.get("done"):
+                    return
+            raise ModelServerError(f"the model server stopped unexpectedly; see {self._log_path}")
+
+    def close(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+        self._proc = None

@@ -1,0 +1,74 @@
+"""Shared fixtures: an isolated TuneDeck home per test, its store, and a helper to write CSV files.
+
+Every test runs offline and with its own ``TUNEDECK_HOME`` (see ``_isolated_env``), so nothing touches the real
+data directory or the network. Add new shared fixtures as plain functions below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from backend.settings import Paths
+from backend.store import Store
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+    monkeypatch.setenv("TUNEDECK_HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> Paths:
+    """A fresh data directory (the same one TUNEDECK_HOME points at), with its sub-folders created."""
+    return Paths.from_env(tmp_path / "home")
+
+
+@pytest.fixture
+def store(paths: Paths) -> Store:
+    return Store(paths.db)
+
+
+@pytest.fixture
+def csv_file(tmp_path: Path) -> Callable[..., Path]:
+    """``csv_file(text_or_bytes, name="data.csv")`` writes a file under tmp_path/uploads and returns its path.
+
+    Text is written as UTF-8 exactly as given (no newline translation); bytes are written as they are.
+    """
+    folder = tmp_path / "uploads"
+    folder.mkdir()
+
+    def write(content: str | bytes, name: str = "data.csv") -> Path:
+        path = folder / name
+        path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+        return path
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def tiny_model_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tiny-offline, built once per test session (about 5 s)."""
+    from backend.tinymodel import build
+
+    return build(tmp_path_factory.mktemp("tiny-model") / "tiny-offline")
+
+
+def link_tiny_model(home_paths: Paths, built: Path) -> Path:
+    """Put the session's tiny-offline into a data directory, as if it had been built there."""
+    from backend import models
+
+    link = models.tiny_model_dir(home_paths)
+    if not link.exists():
+        link.symlink_to(built, target_is_directory=True)
+    return link
+
+
+@pytest.fixture
+def tiny_model(paths: Paths, tiny_model_build: Path) -> Path:
+    return link_tiny_model(paths, tiny_model_build)

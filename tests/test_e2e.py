@@ -1,0 +1,184 @@
+"""End to end, as a person uses it from the command line: real worker processes training tiny-offline.
+
+One module-scoped data directory holds a dataset and a finished 30-step run that several tests look at.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from backend.settings import PROJECT_ROOT, SAMPLE_CSV, Paths
+from tests.conftest import link_tiny_model
+
+pytestmark = pytest.mark.slow
+QUESTION = "What is the capital of France?"
+
+
+def tunedeck(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "backend", *args], cwd=PROJECT_ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def tunedeck_json(env: dict[str, str], *args: str, timeout: float = 300) -> dict | list:
+    res = tunedeck(env, *args, "--json", timeout=timeout)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory, tiny_model_build: Path) -> dict:
+    root = tmp_path_factory.mktemp("e2e-home")
+    link_tiny_model(Paths.from_env(root), tiny_model_build)
+    env = {**os.environ, "TUNEDECK_HOME": str(root), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "GRADIO_ANALYTICS_ENABLED": "False"}
+    added = tunedeck_json(env, "data", "add", str(SAMPLE_CSV), "--name", "capitals")
+    assert added["rows"] == 32 and added["mapping"]["prompt"] == "question"
+    return {"root": root, "env": env}
+
+
+@pytest.fixture(scope="module")
+def trained(home: dict) -> dict:
+    res = tunedeck(home["env"], "train", "capitals", "--preset", "tiny-offline", "--set", "max_steps=30", "--wait",
+                   "--json")
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+def test_training_lowers_the_loss_and_saves_an_adapter(home: dict, trained: dict) -> None:
+    assert trained["status"] == "succeeded", trained["reason"]
+    losses = [v for _, v in trained["metrics"]["loss"]]
+    assert len(losses) == 30
+    assert losses[-1] < 0.5 * losses[0], losses
+    adapter = Path(trained["adapter_dir"])
+    assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
+    job_dir = Path(trained["job_dir"])
+    assert (job_dir / "config.yaml").is_file() and (job_dir / "result.json").is_file()
+    assert trained["id"] in (job_dir / "worker.log").read_text()
+    # show --json says the same, with no pid once the worker is gone
+    shown = tunedeck_json(home["env"], "show", trained["id"])
+    assert shown["status"] == "succeeded" and shown["pid"] is None and shown["adapter_dir"] == str(adapter)
+    listed = tunedeck_json(home["env"], "jobs")
+    assert trained["id"] in [j["id"] for j in listed]
+
+
+def test_adapter_reloads_with_plain_peft_and_answers_the_same(home: dict, trained: dict) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    ours = tunedeck_json(home["env"], "generate", trained["id"], "--prompt", QUESTION, "--max-new-tokens", "24")
+    base_dir = Paths.from_env(home["root"]).models / "tiny-offline"
+    tok = AutoTokenizer.from_pretrained(trained["adapter_dir"])
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), trained["adapter_dir"]).eval()
+    enc = tok.apply_chat_template([{"role": "user", "content": QUESTION}], add_generation_prompt=True,
+                                  return_tensors="pt", return_dict=True)
+    with torch.inference_mode():
+        out = model.generate(**enc, max_new_tokens=24, do_sample=False, pad_token_id=tok.pad_token_id)
+    plain = tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert ours["reply"] == plain
+    assert plain.startswith("The capital of")  # 30 steps learn the answers' pattern (60 learn the cities too)
+    merged = model.merge_and_unload()
+    with torch.inference_mode():
+        out2 = merged.generate(**enc, max_new_tokens=24, do_sample=False, pad_token_id=tok.pad_token_id)
+    assert tok.decode(out2[0, enc["input_ids"].shape[1]:], skip_special_tokens=True) == plain
+    base = tunedeck_json(home["env"], "generate", "--base", "tiny-offline", "--prompt", QUESTION,
+                         "--max-new-tokens", "24")
+    assert base["reply"] != plain  # the adapter is what changed the answer
+
+
+def test_cancel_stops_a_running_job_and_keeps_its_adapter(home: dict) -> None:
+    job = tunedeck_json(home["env"], "train", "capitals", "--preset", "tiny-offline", "--set", "max_steps=5000")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        shown = tunedeck_json(home["env"], "show", job["id"])
+        if shown["status"] == "running" and shown["step"] >= 3:
+            break
+        time.sleep(0.5)
+    assert shown["pid"], shown
+    done = tunedeck_json(home["env"], "cancel", job["id"], "--timeout", "60")
+    assert done["status"] == "cancelled", done
+    assert "cancelled at step" in done["reason"] and done["step"] < 5000
+    assert done["adapter_dir"] and Path(done["adapter_dir"], "adapter_config.json").is_file()
+
+
+def test_a_failing_worker_ends_as_failed_with_its_reason(home: dict, tmp_path: Path) -> None:
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    res = tunedeck(home["env"], "train", "capitals", "--preset", "tiny-offline", "--set", f"base_model={broken}",
+                   "--wait", "--json")
+    assert res.returncode == 1
+    detail = json.loads(res.stdout)
+    assert detail["status"] == "failed" and detail["reason"]
+    assert "Traceback" not in detail["reason"]
+
+
+def test_hub_model_without_network_fails_fast_and_creates_nothing(home: dict) -> None:
+    before = tunedeck_json(home["env"], "jobs")
+    t0 = time.monotonic()
+    res = tunedeck(home["env"], "train", "capitals", "--preset", "qwen2.5-0.5b-lora")
+    assert time.monotonic() - t0 < 30
+    assert res.returncode != 0
+    assert "Qwen/Qwen2.5-0.5B-Instruct is not downloaded" in res.stderr and "HF_HUB_OFFLINE" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert len(tunedeck_json(home["env"], "jobs")) == len(before)
+
+
+def test_bad_settings_are_all_reported_at_once(home: dict) -> None:
+    res = tunedeck(home["env"], "train", "capitals", "--preset", "tiny-offline", "--set", "learning_rate=0",
+                   "--set", "lora_r=0", "--set", "max_steps=0")
+    assert res.returncode == 2
+    for field in ("learning_rate = 0", "lora_r = 0", "max_steps = 0"):
+        assert field in res.stderr
+    assert res.stderr.count("Fix:") == 3
+    short = tunedeck(home["env"], "train", "capitals", "--preset", "tiny-offline", "--set", "max_length=16")
+    assert short.returncode == 2 and "max_length = 16" in short.stderr and "row " in short.stderr
+
+
+def test_the_web_app_process_never_imports_torch(home: dict) -> None:
+    code = ("import sys, app; a, ctx, stop = app.create(); stop(); "
+            "print(sorted(m for m in ('torch', 'transformers', 'peft', 'trl') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, env=home["env"], capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_every_ui_action_works_through_the_gradio_api(home: dict, trained: dict, monkeypatch) -> None:
+    from gradio_client import Client, handle_file
+
+    import app as tunedeck_app
+    from tests.browser_util import free_port
+
+    monkeypatch.setenv("TUNEDECK_HOME", str(home["root"]))
+    blocks, ctx, stop = tunedeck_app.create()
+    port = free_port()
+    blocks.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(f"http://127.0.0.1:{port}", verbose=False)
+        names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+        for endpoint in ("/preview_file", "/save_dataset", "/list_datasets", "/preset_values", "/submit_job",
+                         "/list_jobs", "/job_detail", "/cancel_job", "/chat", "/chat_targets"):
+            assert endpoint in names
+        message, *_ = client.predict(handle_file(str(SAMPLE_CSV)), api_name="/preview_file")
+        assert "32 rows" in message
+        saved = client.predict(handle_file(str(SAMPLE_CSV)), "api-capitals", "question", "answer",
+                               api_name="/save_dataset")
+        assert "Saved dataset" in saved[0]
+        summary, _, log = client.predict(trained["id"], api_name="/job_detail")
+        assert "succeeded" in summary and trained["id"] in log
+        chat = client.predict(QUESTION, [], trained["id"], "", 0, 24, api_name="/chat")
+        reply = "".join(part["text"] for part in chat[0][-1]["content"])  # Gradio 6: a list of text parts
+        assert reply.startswith("The capital of")
+        refused = client.predict(trained["id"], api_name="/cancel_job")
+        assert "already ended" in refused
+    finally:
+        blocks.close()
+        stop()

@@ -1,0 +1,510 @@
+"""The job manager: queueing, one job at a time, cancel, crashes, and surviving a restart.
+
+Workers are ``tests/fake_worker.py`` (no torch): each test says how its worker ends. The scheduler is driven by
+calling ``try_acquire()`` and ``tick()`` in a loop until what the test waits for is true (``run_until``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from backend.config import ConfigError, RunConfig
+from backend.data import import_dataset
+from backend.jobs import JobStatus
+from backend.manager import Manager, _alive, decide, queue_positions
+from backend.settings import SAMPLE_CSV, Paths
+from backend.store import DatasetRecord, JobRecord, Store
+from backend.train import JobSpec, RunResult
+
+FAKE_WORKER = Path(__file__).resolve().with_name("fake_worker.py")
+CONFIG = RunConfig.parse({"base_model": "tiny-offline", "max_steps": 5})
+KILL_AFTER_S = 0.5
+TERMINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+# -- fixtures and helpers ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def dataset(store: Store, paths: Paths) -> DatasetRecord:
+    record, _ = import_dataset(store, paths, SAMPLE_CSV)
+    return record
+
+
+@pytest.fixture
+def make_manager(store: Store, paths: Paths, tiny_model: Path):
+    """``make_manager(mode)``: a Manager whose workers are fake workers ending as ``mode`` says.
+
+    On teardown every manager lets go of the lock and every worker still alive is killed (its whole process
+    group) and reaped, whether or not the test got that far.
+    """
+    made: list[Manager] = []
+
+    def make(mode: str = "succeed", *, kill_after_s: float = KILL_AFTER_S) -> Manager:
+        manager = Manager(
+            store,
+            paths,
+            worker_command=lambda job_dir: [sys.executable, str(FAKE_WORKER), mode, str(job_dir)],
+            kill_after_s=kill_after_s,
+            poll_s=0.05,
+        )
+        made.append(manager)
+        return manager
+
+    yield make
+
+    for manager in made:
+        manager.release()
+    for job in store.list_jobs():
+        if job.pid and _alive(job.pid, Path(job.job_dir)):  # only our own workers, never a reused pid
+            try:
+                os.killpg(job.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    for manager in made:
+        for run in manager._running.values():
+            if run.proc is not None:
+                run.proc.wait(timeout=10)
+
+
+def run_until(manager: Manager, predicate: Callable[[], bool], timeout: float = 15.0, on_tick=None) -> None:
+    """Act as the scheduler (acquire + tick) until ``predicate()`` is true; fail with the jobs' state if it never is."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert manager.try_acquire(), "another scheduler holds the lock"
+        manager.tick()
+        if on_tick is not None:
+            on_tick()
+        if predicate():
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"not done after {timeout} s:\n{describe(manager.store)}")
+        time.sleep(manager.poll_s)
+
+
+def describe(store: Store) -> str:
+    lines = []
+    for job in store.list_jobs():
+        log = Path(job.job_dir) / "worker.log"
+        tail = log.read_text(errors="replace")[-500:] if log.exists() else "(no worker.log)"
+        lines.append(f"{job.id} {job.status.value} pid={job.pid} reason={job.reason!r}\n{tail}")
+    return "\n".join(lines) or "(no jobs)"
+
+
+def job(store: Store, job_id: str) -> JobRecord:
+    record = store.get_job(job_id)
+    assert record is not None
+    return record
+
+
+def has_status(store: Store, job_id: str, *statuses: JobStatus) -> Callable[[], bool]:
+    return lambda: job(store, job_id).status in statuses
+
+
+def worker_ready(store: Store, job_id: str) -> Callable[[], bool]:
+    """The worker is running and has installed its signal handlers (it wrote ``ready``)."""
+    return lambda: (
+        job(store, job_id).status is JobStatus.RUNNING
+        and (Path(job(store, job_id).job_dir) / "ready").exists()
+    )
+
+
+def run_to_end(manager: Manager, job_id: str, timeout: float = 15.0) -> JobRecord:
+    run_until(manager, has_status(manager.store, job_id, *TERMINAL), timeout)
+    return job(manager.store, job_id)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+# -- submitting ------------------------------------------------------------------------------------------------------
+
+
+def test_submit_queues_the_job_with_its_files(make_manager, store, paths, dataset):
+    manager = make_manager()
+    queued = manager.submit(dataset.name, CONFIG, preset="tiny-offline")
+    assert queued.status is JobStatus.QUEUED
+    assert queued.dataset_id == dataset.id
+    assert queued.config == CONFIG.model_dump()
+    job_dir = Path(queued.job_dir)
+    assert job_dir.parent == paths.jobs
+    spec = JobSpec.load(job_dir)
+    assert (spec.job_id, spec.dataset_id, spec.dataset_path) == (queued.id, dataset.id, dataset.path)
+    assert spec.home == str(paths.home)
+    config_yaml = (job_dir / "config.yaml").read_text()
+    assert config_yaml.startswith(
+        f"# TuneDeck run config (preset tiny-offline, dataset capitals = {dataset.id})."
+    )
+    assert "max_steps: 5" in config_yaml
+    assert queue_positions(store) == {queued.id: 1}
+    assert not manager.is_scheduler  # submitting does not make this process the scheduler
+
+
+def test_submit_reports_every_problem_and_creates_nothing(make_manager, store, paths, dataset):
+    manager = make_manager()
+    config = RunConfig.parse({"base_model": "nobody-here/not-a-cached-model"})
+    with pytest.raises(ConfigError) as info:
+        manager.submit("capitols", config)
+    assert [p.field for p in info.value.problems] == ["dataset", "base_model"]
+    text = str(info.value)
+    assert "dataset = 'capitols': there is no dataset with this name or id" in text
+    assert "existing: capitals" in text
+    assert "base_model = 'nobody-here/not-a-cached-model'" in text and "HF_HUB_OFFLINE=1" in text
+    assert text.count("Fix:") == 2
+    assert store.list_jobs() == []
+    assert list(paths.jobs.iterdir()) == []
+
+
+def test_submit_refuses_a_max_length_shorter_than_the_longest_prompt(make_manager, store, paths, csv_file):
+    long_prompt = " ".join(["Please summarize the weather report for the meeting on Friday morning."] * 12)
+    f = csv_file(f"question,answer\nHi?,Hello.\nHow are you?,Fine.\n{long_prompt},Sunny.\nBye?,Bye.\n")
+    record, _ = import_dataset(store, paths, f, name="long")
+    manager = make_manager()
+    with pytest.raises(ConfigError) as info:
+        manager.submit("long", CONFIG.updated(max_length=64))
+    assert [p.field for p in info.value.problems] == ["max_length"]
+    text = str(info.value)
+    assert "max_length = 64: the longest prompt (row 4 of the file)" in text
+    assert "Fix: set max_length to at least" in text
+    assert store.list_jobs() == []
+    assert list(paths.jobs.iterdir()) == []
+    # With room for it, the same job is accepted.
+    assert manager.submit(record.id, CONFIG.updated(max_length=1024)).status is JobStatus.QUEUED
+
+
+# -- how a run ends ------------------------------------------------------------------------------------------------
+
+
+def test_worker_that_succeeds(make_manager, store, dataset):
+    manager = make_manager("succeed")
+    queued = manager.submit(dataset.name, CONFIG)
+    done = run_to_end(manager, queued.id)
+    assert done.status is JobStatus.SUCCEEDED
+    assert done.reason == ""
+    assert done.result["status"] == "succeeded"
+    assert (done.result["steps"], done.result["final_loss"]) == (5, 0.25)
+    assert done.pid and done.started and done.finished and done.finished >= done.started
+    assert "fake worker succeed" in (Path(done.job_dir) / "worker.log").read_text()
+    assert manager.idle()
+
+
+def test_worker_that_reports_a_failure(make_manager, store, dataset):
+    manager = make_manager("fail")
+    done = run_to_end(manager, manager.submit(dataset.name, CONFIG).id)
+    assert done.status is JobStatus.FAILED
+    assert done.reason == "boom: bad row 7"
+    assert done.result["status"] == "failed"
+
+
+def test_worker_that_exits_without_a_result(make_manager, store, dataset):
+    manager = make_manager("crash")
+    done = run_to_end(manager, manager.submit(dataset.name, CONFIG).id)
+    assert done.status is JobStatus.FAILED
+    assert "worker exited with code 3 without writing its result" in done.reason
+    assert "worker.log" in done.reason
+    assert done.result == {}
+
+
+def test_worker_killed_by_sigkill_names_the_signal(make_manager, store, dataset):
+    manager = make_manager("sigkill_self")
+    done = run_to_end(manager, manager.submit(dataset.name, CONFIG).id)
+    assert done.status is JobStatus.FAILED
+    assert "signal 9" in done.reason and "SIGKILL" in done.reason
+    assert "out-of-memory" in done.reason  # the usual culprit, named for the person
+
+
+def test_external_kill_9_of_a_running_worker(make_manager, store, dataset):
+    manager = make_manager("hang")
+    job_id = manager.submit(dataset.name, CONFIG).id
+    run_until(manager, worker_ready(store, job_id))
+    os.kill(job(store, job_id).pid, signal.SIGKILL)
+    done = run_to_end(manager, job_id)
+    assert done.status is JobStatus.FAILED
+    assert "signal 9 (SIGKILL)" in done.reason
+
+
+# -- cancelling ------------------------------------------------------------------------------------------------------
+
+
+def test_cancel_a_running_worker(make_manager, store, dataset):
+    manager = make_manager("hang")
+    job_id = manager.submit(dataset.name, CONFIG).id
+    run_until(manager, worker_ready(store, job_id))
+    asked = manager.cancel(job_id)
+    assert asked.cancel_requested
+    assert asked.status is JobStatus.RUNNING  # the scheduler acts on the request
+    done = run_to_end(manager, job_id)
+    assert done.status is JobStatus.CANCELLED
+    assert done.reason == "stopped at step 2 on request"  # what the worker recorded
+    assert done.result["steps"] == 2
+    assert not _alive(done.pid, Path(done.job_dir))
+
+
+def test_cancel_a_worker_that_ignores_sigterm_escalates_to_sigkill(make_manager, store, dataset):
+    manager = make_manager("stubborn", kill_after_s=KILL_AFTER_S)
+    job_id = manager.submit(dataset.name, CONFIG).id
+    run_until(manager, worker_ready(store, job_id))
+    asked_at = time.monotonic()
+    manager.cancel(job_id)
+    done = run_to_end(manager, job_id)
+    assert time.monotonic() - asked_at >= KILL_AFTER_S
+    assert done.status is JobStatus.CANCELLED
+    assert "did not stop within 0.5 s and was killed" in done.reason
+    assert not _alive(done.pid, Path(done.job_dir))
+
+
+def test_cancel_a_queued_job_never_starts_it(make_manager, store, dataset):
+    manager = make_manager("hang")
+    first = manager.submit(dataset.name, CONFIG).id
+    second = manager.submit(dataset.name, CONFIG).id
+    run_until(manager, worker_ready(store, first))
+    assert job(store, second).status is JobStatus.QUEUED
+    manager.cancel(second)
+    run_until(manager, has_status(store, second, JobStatus.CANCELLED))
+    cancelled = job(store, second)
+    assert cancelled.reason == "cancelled before it started"
+    assert (cancelled.pid, cancelled.started) == (None, None)
+    assert not (Path(cancelled.job_dir) / "worker.log").exists()
+    assert job(store, first).status is JobStatus.RUNNING  # the running one is not touched
+    manager.cancel(first)
+    assert run_to_end(manager, first).status is JobStatus.CANCELLED
+    assert job(store, second).started is None
+
+
+def test_cancel_before_any_scheduler_ran(make_manager, store, dataset):
+    manager = make_manager("succeed")
+    job_id = manager.submit(dataset.name, CONFIG).id
+    manager.cancel(job_id)
+    assert job(store, job_id).status is JobStatus.QUEUED
+    done = run_to_end(manager, job_id)
+    assert (done.status, done.reason, done.pid) == (JobStatus.CANCELLED, "cancelled before it started", None)
+
+
+def test_cancel_of_a_finished_job_changes_nothing(make_manager, store, dataset):
+    manager = make_manager("succeed")
+    job_id = manager.submit(dataset.name, CONFIG).id
+    run_to_end(manager, job_id)
+    after = manager.cancel(job_id)
+    assert (after.status, after.cancel_requested) == (JobStatus.SUCCEEDED, False)
+    with pytest.raises(KeyError, match="no job 'run-nope'"):
+        manager.cancel("run-nope")
+
+
+# -- the queue -------------------------------------------------------------------------------------------------------
+
+
+def test_jobs_run_one_at_a_time_in_submission_order(make_manager, store, dataset):
+    manager = make_manager("succeed")
+    ids = [manager.submit(dataset.name, CONFIG).id for _ in range(3)]
+    assert queue_positions(store) == {ids[0]: 1, ids[1]: 2, ids[2]: 3}
+    assert manager.try_acquire()
+    manager.tick()
+    assert job(store, ids[0]).status is JobStatus.RUNNING
+    assert queue_positions(store) == {ids[1]: 1, ids[2]: 2}
+
+    seen_running = [ids[0]]
+
+    def check_one_running() -> None:
+        running = store.list_jobs((JobStatus.RUNNING,))
+        assert len(running) <= 1, [j.id for j in running]
+        if running and running[0].id not in seen_running:
+            seen_running.append(running[0].id)
+
+    run_until(manager, manager.idle, timeout=20, on_tick=check_one_running)
+    done = [job(store, i) for i in ids]
+    assert [j.status for j in done] == [JobStatus.SUCCEEDED] * 3
+    assert seen_running == ids
+    assert [j.id for j in sorted(done, key=lambda j: j.started)] == ids
+    assert done[0].finished <= done[1].started and done[1].finished <= done[2].started
+
+
+def test_only_one_scheduler_at_a_time(make_manager, paths):
+    first, second = make_manager(), make_manager()
+    assert first.try_acquire()
+    assert first.is_scheduler
+    assert paths.manager_lock.read_text().strip() == str(os.getpid())
+    assert not second.try_acquire()
+    assert not second.is_scheduler
+    with pytest.raises(AssertionError, match="only the scheduler"):
+        second.tick()
+    first.release()
+    assert not first.is_scheduler
+    assert second.try_acquire()
+    assert not first.try_acquire()
+
+
+# -- restarts ----------------------------------------------------------------------------------------------------------
+
+
+def test_new_scheduler_reattaches_to_a_running_worker_and_cancels_it(make_manager, store, dataset):
+    before = make_manager("hang")
+    job_id = before.submit(dataset.name, CONFIG).id
+    run_until(before, worker_ready(store, job_id))
+    pid = job(store, job_id).pid
+    before.release()  # the app stops; its worker (own process group) keeps running
+
+    after = make_manager("succeed")
+    assert after.try_acquire()
+    adopted = job(store, job_id)
+    assert (adopted.status, adopted.pid) == (JobStatus.RUNNING, pid)
+    assert _alive(pid, Path(adopted.job_dir))
+    assert not after.idle()
+    after.tick()  # watching it does not start another job or change this one
+    assert job(store, job_id).status is JobStatus.RUNNING
+
+    after.cancel(job_id)
+    done = run_to_end(after, job_id)
+    assert done.status is JobStatus.CANCELLED
+    assert done.reason == "stopped at step 2 on request"  # decided from result.json
+    assert not _alive(pid, Path(done.job_dir))
+
+
+def test_new_scheduler_sees_a_reattached_worker_finish(make_manager, store, dataset):
+    before = make_manager("slow_succeed")
+    job_id = before.submit(dataset.name, CONFIG).id
+    run_until(before, has_status(store, job_id, JobStatus.RUNNING))
+    pid = job(store, job_id).pid
+    before.release()
+
+    after = make_manager("fail")
+    assert after.try_acquire()
+    assert job(store, job_id).pid == pid
+    done = run_to_end(after, job_id)
+    assert done.status is JobStatus.SUCCEEDED
+    assert done.result["final_loss"] == 0.25
+
+
+def test_worker_that_finished_while_nobody_watched(make_manager, store, dataset):
+    before = make_manager("succeed")
+    job_id = before.submit(dataset.name, CONFIG).id
+    assert before.try_acquire()
+    before.tick()
+    running = job(store, job_id)
+    assert running.status is JobStatus.RUNNING
+    before.release()
+    wait_for(lambda: not _alive(running.pid, Path(running.job_dir)))
+
+    after = make_manager("fail")
+    assert after.try_acquire()  # recovery happens on taking the lock
+    done = job(store, job_id)
+    assert done.status is JobStatus.SUCCEEDED
+    assert done.result["steps"] == 5
+
+
+@pytest.mark.parametrize("whose_pid", ["dead", "reused"])
+def test_running_job_whose_worker_is_gone_is_failed_on_restart(make_manager, store, dataset, whose_pid):
+    manager = make_manager()
+    job_id = manager.submit(dataset.name, CONFIG).id
+    if whose_pid == "dead":
+        pid = subprocess.run(
+            [sys.executable, "-c", "import os; print(os.getpid())"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        pid = int(pid.stdout)
+    else:
+        pid = os.getpid()  # alive, but not a worker for this job: the pid was reused
+    store.set_status(job_id, JobStatus.RUNNING, pid=pid)  # as a scheduler that died would have left it
+
+    assert manager.try_acquire()
+    done = job(store, job_id)
+    assert done.status is JobStatus.FAILED
+    assert "worker died while TuneDeck was not watching" in done.reason
+    assert "left no result" in done.reason
+    assert manager.idle()
+
+
+# -- decide: the final status from how the worker ended ------------------------------------------------------------
+
+
+def _result(status: str, reason: str = "") -> RunResult:
+    return RunResult(status=status, reason=reason)
+
+
+@pytest.mark.parametrize(
+    ("code", "result", "cancel_requested", "killed", "status", "reason"),
+    [
+        (0, _result("succeeded"), False, False, JobStatus.SUCCEEDED, ""),
+        ("gone", _result("succeeded"), False, False, JobStatus.SUCCEEDED, ""),
+        (0, _result("cancelled", "stopped at step 3"), True, False, JobStatus.CANCELLED, "stopped at step 3"),
+        (0, _result("cancelled"), True, False, JobStatus.CANCELLED, "cancelled"),
+        (1, _result("failed", "out of GPU memory"), False, False, JobStatus.FAILED, "out of GPU memory"),
+        (
+            1,
+            _result("failed"),
+            False,
+            False,
+            JobStatus.FAILED,
+            "the worker reported a failure without a reason",
+        ),
+        ("gone", _result("failed", "bad row"), False, False, JobStatus.FAILED, "bad row"),
+    ],
+)
+def test_decide_trusts_the_workers_result(code, result, cancel_requested, killed, status, reason):
+    assert decide(code, result, cancel_requested=cancel_requested, killed=killed) == (status, reason)
+
+
+def test_decide_cancel_that_needed_sigkill():
+    status, reason = decide(-9, None, cancel_requested=True, killed=True, kill_after_s=30)
+    assert status is JobStatus.CANCELLED
+    assert reason == "cancelled: the worker did not stop within 30 s and was killed"
+    # Also when a re-attached worker was killed (its exit code cannot be read).
+    assert decide("gone", None, cancel_requested=True, killed=True)[0] is JobStatus.CANCELLED
+
+
+def test_decide_cancel_that_arrived_while_the_worker_was_starting():
+    status, reason = decide(-signal.SIGTERM, None, cancel_requested=True, killed=False)
+    assert status is JobStatus.CANCELLED
+    assert "starting" in reason
+
+
+def test_decide_sigterm_nobody_asked_for_is_a_failure():
+    status, reason = decide(-signal.SIGTERM, None, cancel_requested=False, killed=False)
+    assert status is JobStatus.FAILED
+    assert "signal 15 (SIGTERM)" in reason
+    assert "out-of-memory" not in reason
+
+
+def test_decide_worker_gone_without_result():
+    status, reason = decide("gone", None, cancel_requested=False, killed=False)
+    assert status is JobStatus.FAILED
+    assert reason.startswith("worker died while TuneDeck was not watching")
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        (
+            -9,
+            "worker died: signal 9 (SIGKILL) (often the system's out-of-memory killer) before writing its result",
+        ),
+        (-11, "worker died: signal 11 (SIGSEGV) before writing its result"),
+        (-99, "worker died: signal 99 (signal 99) before writing its result"),
+        (3, "worker exited with code 3 without writing its result"),
+        (0, "worker exited with code 0 without writing its result"),
+    ],
+)
+def test_decide_worker_ended_without_result(code, expected):
+    status, reason = decide(code, None, cancel_requested=False, killed=False)
+    assert status is JobStatus.FAILED
+    assert reason == f"{expected}; see worker.log"
+
+
+def test_decide_a_result_does_not_hide_a_crash_after_it():
+    # Killed by a signal after writing "succeeded" (e.g. while exiting): the exit says something went wrong.
+    status, reason = decide(-9, _result("succeeded"), cancel_requested=False, killed=False)
+    assert status is JobStatus.FAILED
+    assert "signal 9" in reason

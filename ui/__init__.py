@@ -1,0 +1,52 @@
+"""TuneDeck's Gradio front end: one module per tab, wired together here. Imports no torch."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from ui import chat_tab, data_tab, runs_tab, train_tab
+from ui.context import AppContext
+from ui.style import CSS
+
+__all__ = ["AppContext", "build_app", "CSS"]
+
+INTRO = (
+    "# TuneDeck\n"
+    "Teach an open language model from your own examples. **1. Data**: upload a CSV of questions and answers. "
+    "**2. Train**: pick a preset and press Train. **3. Runs**: watch it learn. **4. Chat**: talk to the result."
+)
+
+
+def build_app(ctx: AppContext) -> gr.Blocks:
+    with gr.Blocks(title="TuneDeck") as app:
+        gr.Markdown(INTRO)
+        with gr.Tabs() as tabs:
+            with gr.Tab("1. Data", id="data"):
+                data = data_tab.render(ctx)
+            with gr.Tab("2. Train", id="train"):
+                train = train_tab.render(ctx)
+            with gr.Tab("3. Runs", id="runs"):
+                runs = runs_tab.render(ctx)
+            with gr.Tab("4. Chat", id="chat") as chat_t:
+                chat = chat_tab.render(ctx)
+
+        # Saving a dataset refreshes the dataset table and selects it in the Train tab.
+        data["save"].click(
+            lambda *v: data_tab.save_dataset(*v, ctx=ctx), data["save_inputs"],
+            [data["message"], data["table"], train["dataset"]], api_name="save_dataset",
+        )
+        # A queued job: show the Runs tab with that job selected.
+        train["train_event"].then(
+            lambda job_id: (gr.Tabs(selected="runs"), gr.update(choices=runs_tab.job_choices(ctx), value=job_id))
+            if job_id else (gr.Tabs(), gr.update()),
+            train["job_id"], [tabs, runs["job"]], api_visibility="private",
+        )
+        chat_t.select(lambda: gr.update(choices=chat_tab.chat_targets(ctx)), None, chat["target"],
+                      api_visibility="private")
+        # Fill the Train tab from the default preset when the page loads.
+        app.load(train_tab.preset_values, train["preset"], [train["about"], *train["widgets"]],
+                 api_visibility="private")
+        app.load(lambda: (gr.update(choices=data_tab.dataset_choices(ctx)), data_tab.datasets_table(ctx)), None,
+                 [train["dataset"], data["table"]], api_visibility="private")
+        app.load(lambda: runs_tab.refresh(None, ctx), None, runs["refresh_outputs"], api_visibility="private")
+    return app

@@ -1,0 +1,117 @@
+"""Chat tab: talk to a finished run (base model + its adapter) or to a base model alone, with streaming.
+
+Generation happens in the model server process (``backend.modelserver``); history lives in this browser session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import gradio as gr
+
+from backend.config import TINY_MODEL
+from backend.jobs import JobStatus
+from backend.modelclient import ModelServerError
+from backend.models import TINY_DESCRIPTION
+from ui.context import AppContext
+
+BASE_PREFIX = "base: "
+
+
+def chat_targets(ctx: AppContext) -> list[tuple[str, str]]:
+    """(label, value) pairs: runs with an adapter, then each base model they used, then tiny-offline."""
+    out: list[tuple[str, str]] = []
+    bases: list[str] = []
+    for job in ctx.store.list_jobs((JobStatus.SUCCEEDED, JobStatus.CANCELLED)):
+        base = job.config.get("base_model", "")
+        if (job.result or {}).get("adapter_dir"):
+            out.append((f"{job.id}  ({base} + adapter, {job.status.value})", job.id))
+        if base and base not in bases:
+            bases.append(base)
+    for base in bases + ([TINY_MODEL] if TINY_MODEL not in bases else []):
+        out.append((f"{BASE_PREFIX}{base} (no fine-tuning)", BASE_PREFIX + base))
+    return out
+
+
+def resolve_target(target: str, ctx: AppContext) -> tuple[str, str | None]:
+    """(base model, adapter dir or None) for a dropdown value."""
+    if target.startswith(BASE_PREFIX):
+        return target[len(BASE_PREFIX):], None
+    job = ctx.store.get_job(target)
+    if job is None or not (job.result or {}).get("adapter_dir"):
+        raise ModelServerError(f"{target} has no adapter yet: pick a finished run.")
+    return job.config["base_model"], job.result["adapter_dir"]
+
+
+def _text(content: Any) -> str:
+    # Gradio 6 gives message content as a list of {"type": "text", "text": ...} parts.
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return str(content or "")
+
+
+def chat(message: str, history: list[dict], target: str | None, system: str, temperature: float,
+         max_new_tokens: float, ctx: AppContext) -> Iterator[tuple[list[dict], str]]:
+    """Stream the reply into the history. Yields (history, cleared textbox)."""
+    history = [{"role": m["role"], "content": _text(m["content"])} for m in (history or [])]
+    if not message.strip():
+        yield history, ""
+        return
+    history.append({"role": "user", "content": message})
+    if not target:
+        yield history + [{"role": "assistant", "content": "Pick a run or a base model above first."}], ""
+        return
+    messages = ([{"role": "system", "content": system}] if system.strip() else []) + [
+        {"role": m["role"], "content": m["content"]} for m in history]
+    reply = {"role": "assistant", "content": "…"}
+    yield history + [reply], ""
+    try:
+        base, adapter = resolve_target(target, ctx)
+        for text in ctx.models.stream(base, adapter, messages, max_new_tokens=int(max_new_tokens),
+                                      temperature=float(temperature)):
+            reply["content"] = text
+            yield history + [reply], ""
+        if reply["content"] == "…":
+            reply["content"] = "(the model ended its reply without any text)"
+    except ModelServerError as exc:
+        reply["content"] = f"⚠️ {exc}"
+    yield history + [reply], ""
+
+
+def target_note(target: str | None) -> str:
+    if target and TINY_MODEL in target and not target.startswith("run-"):
+        return TINY_DESCRIPTION
+    if target and target.startswith("run-"):
+        return "A fine-tuned run: the base model with its LoRA adapter switched on. Greedy unless temperature > 0."
+    return ""
+
+
+def render(ctx: AppContext) -> dict:
+    with gr.Row():
+        target = gr.Dropdown(label="Talk to", choices=chat_targets(ctx), interactive=True, scale=3,
+                             info="A finished run (base model + its adapter), or a base model alone.")
+        refresh = gr.Button("↻ Update list", size="sm", scale=0)
+    note = gr.Markdown()
+    with gr.Accordion("Settings", open=False):
+        system = gr.Textbox(label="System prompt", placeholder="Optional, e.g. 'You are a concise assistant.'")
+        with gr.Row():
+            temperature = gr.Slider(0, 2, value=0, step=0.05, label="Temperature",
+                                    info="0 = always the same answer (greedy); higher = more varied.")
+            max_new = gr.Slider(8, 1024, value=128, step=8, label="Max new tokens")
+    chatbot = gr.Chatbot(label="Conversation", height=380, elem_id="chatbot")
+    with gr.Row():
+        box = gr.Textbox(placeholder="Type a message and press Enter", show_label=False, scale=5)
+        send = gr.Button("Send", variant="primary", scale=1)
+    clear = gr.Button("Clear conversation", size="sm")
+
+    def fn(m, h, t, s, temp, mx):
+        yield from chat(m, h, t, s, temp, mx, ctx)
+
+    inputs = [box, chatbot, target, system, temperature, max_new]
+    send.click(fn, inputs, [chatbot, box], api_name="chat")
+    box.submit(fn, inputs, [chatbot, box], api_visibility="private")
+    clear.click(lambda: [], None, chatbot, api_visibility="private")
+    target.change(target_note, target, note, api_visibility="private")
+    refresh.click(lambda: gr.update(choices=chat_targets(ctx)), None, target, api_name="chat_targets")
+    return {"target": target, "chatbot": chatbot}

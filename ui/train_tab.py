@@ -1,0 +1,119 @@
+"""Train tab: pick a dataset and a preset, adjust the main settings, queue a job.
+
+The widgets are made from ``RunConfig``'s fields (type, choices, help text), and the handler passes their values
+straight to ``RunConfig.parse`` on top of the preset: the UI holds no mapping of its own and decides nothing.
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import Any
+
+import gradio as gr
+
+from backend.config import TINY_MODEL, ConfigError, RunConfig
+from backend.models import TINY_DESCRIPTION
+from backend.presets import PresetError, list_presets, load_preset
+from ui.context import AppContext
+from ui.style import error_md, note_md, ok_md
+
+BASIC = ("base_model", "max_steps", "num_epochs", "learning_rate", "lora_r", "max_length")
+ADVANCED = ("method", "batch_size", "grad_accum", "lora_alpha", "lora_dropout", "target_modules", "lr_scheduler",
+            "warmup_ratio", "gradient_checkpointing", "system_prompt", "save_steps", "seed", "device")
+FIELDS = BASIC + ADVANCED
+DEFAULT_PRESET = "tiny-offline"
+
+
+def widget_for(name: str) -> gr.components.Component:
+    """A widget for one RunConfig field, labelled with its name and its help text."""
+    field = RunConfig.model_fields[name]
+    label, info = name.replace("_", " "), field.description
+    ann = field.annotation
+    if typing.get_origin(ann) is typing.Literal:
+        return gr.Dropdown(label=label, info=info, choices=list(typing.get_args(ann)), interactive=True)
+    if ann is bool:
+        return gr.Checkbox(label=label, info=info)
+    if ann is int:
+        return gr.Number(label=label, info=info, precision=0)
+    if ann is float:
+        return gr.Number(label=label, info=info)
+    lines = 2 if name == "system_prompt" else 1
+    return gr.Textbox(label=label, info=info, lines=lines)
+
+
+def preset_values(preset: str) -> list[Any]:
+    """The description and the settings of a preset, in FIELDS order, to fill the widgets."""
+    try:
+        p = load_preset(preset)
+    except (PresetError, ConfigError) as exc:
+        return [error_md(str(exc))] + [gr.update() for _ in FIELDS]
+    values = p.config.model_dump()
+    about = f"**{p.name}**: {p.description}  \nNeeds: {p.hardware}"
+    return [about] + [values[f] for f in FIELDS]
+
+
+def model_note(base_model: str) -> str:
+    return note_md(TINY_DESCRIPTION) if (base_model or "").strip() == TINY_MODEL else ""
+
+
+def submit_job(dataset: str | None, preset: str, *values: Any, ctx: AppContext) -> tuple[str, str | None]:
+    """Queue a job from the widgets. Returns (message, the new job's id or None)."""
+    if not dataset:
+        return error_md("Choose a dataset first (make one in the Data tab)."), None
+    try:
+        base = load_preset(preset).config.model_dump()
+    except (PresetError, ConfigError) as exc:
+        return error_md(str(exc)), None
+    given = {f: _plain(v) for f, v in zip(FIELDS, values, strict=True)}
+    try:
+        config = RunConfig.parse({**base, **given})
+        job = ctx.manager.submit(dataset, config, preset=preset)
+    except ConfigError as exc:
+        n = len(exc.problems)
+        return error_md(f"{n} setting{'s' if n > 1 else ''} to fix before training:\n" + str(exc)), None
+    return ok_md(f"Queued **{job.id}**. Follow it in the **Runs** tab; you can close this page, it keeps training."), job.id
+
+
+def _plain(v: Any) -> Any:
+    # gr.Number gives floats; whole numbers go to int fields as ints (pydantic refuses 60.0 for an int in strict
+    # cases and shows "60.0" in messages otherwise).
+    if isinstance(v, float) and v.is_integer() and abs(v) < 2**53:
+        return int(v)
+    return v
+
+
+def render(ctx: AppContext) -> dict:
+    presets = list_presets()
+    with gr.Row():
+        dataset = gr.Dropdown(label="Dataset", choices=[d.name for d in ctx.store.list_datasets()], interactive=True,
+                              info="Made in the Data tab.")
+        preset = gr.Dropdown(label="Preset", choices=[p.name for p in presets], value=DEFAULT_PRESET, interactive=True,
+                             info="Sensible settings for a model; change any of them below.")
+    about = gr.Markdown()
+    widgets: dict[str, gr.components.Component] = {}
+    with gr.Group():
+        with gr.Row():
+            for f in BASIC[:3]:
+                widgets[f] = widget_for(f)
+        with gr.Row():
+            for f in BASIC[3:]:
+                widgets[f] = widget_for(f)
+    note = gr.Markdown()
+    with gr.Accordion("More settings", open=False):
+        for i in range(0, len(ADVANCED), 3):
+            with gr.Row():
+                for f in ADVANCED[i : i + 3]:
+                    widgets[f] = widget_for(f)
+    train = gr.Button("Train", variant="primary", size="lg")
+    message = gr.Markdown()
+    job_id = gr.State(None)
+
+    ordered = [widgets[f] for f in FIELDS]
+    preset.change(preset_values, preset, [about, *ordered], api_name="preset_values")
+    widgets["base_model"].change(model_note, widgets["base_model"], note, api_visibility="private")
+    train_event = train.click(
+        lambda d, p, *v: submit_job(d, p, *v, ctx=ctx), [dataset, preset, *ordered], [message, job_id],
+        api_name="submit_job",
+    )
+    return {"dataset": dataset, "preset": preset, "about": about, "widgets": ordered, "note": note,
+            "train_event": train_event, "job_id": job_id}
