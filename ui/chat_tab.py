@@ -55,6 +55,7 @@ def chat(message: str, history: list[dict], target: str | None, system: str, tem
          max_new_tokens: float, ctx: AppContext) -> Iterator[tuple[list[dict], str]]:
     """Stream the reply into the history. Yields (history, cleared textbox)."""
     history = [{"role": m["role"], "content": _text(m["content"])} for m in (history or [])]
+    message, system = message or "", system or ""  # widgets never touched in the browser arrive as None
     if not message.strip():
         yield history, ""
         return
@@ -68,8 +69,8 @@ def chat(message: str, history: list[dict], target: str | None, system: str, tem
     yield history + [reply], ""
     try:
         base, adapter = resolve_target(target, ctx)
-        for text in ctx.models.stream(base, adapter, messages, max_new_tokens=int(max_new_tokens),
-                                      temperature=float(temperature)):
+        for text in ctx.models.stream(base, adapter, messages, max_new_tokens=int(max_new_tokens or 128),
+                                      temperature=float(temperature or 0.0)):
             reply["content"] = text
             yield history + [reply], ""
         if reply["content"] == "…":

@@ -1,0 +1,37 @@
+# The few commands people type. `make run` and `make test` set everything up on a fresh machine.
+VENV    := .venv
+PY      := $(VENV)/bin/python
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False
+PYTEST_ARGS ?=
+
+.PHONY: setup run test test-fast lint format clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt scripts/install.sh
+	bash scripts/install.sh
+	touch $@
+
+## run: install if needed, then serve the app at http://127.0.0.1:7860
+run: setup
+	$(VENV)/bin/tunedeck serve
+
+## test: install if needed (Chromium too), then run every test offline on CPU
+test: setup
+	bash scripts/install-chromium.sh
+	$(OFFLINE) $(PY) -m pytest $(PYTEST_ARGS)
+
+## test-fast: the unit tests only (no worker processes, no browser)
+test-fast: setup
+	$(OFFLINE) $(PY) -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check backend ui tests bench app.py
+	$(VENV)/bin/ruff format --check backend ui tests bench app.py
+
+format: setup
+	$(VENV)/bin/ruff format backend ui tests bench app.py
+
+
+clean:
+	rm -rf $(VENV) test-artifacts .pytest_cache

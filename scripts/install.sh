@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Create .venv and install TuneDeck with the versions tested together (constraints.txt).
+# torch is chosen by the machine: where `nvidia-smi` sees a GPU, PyPI's default (CUDA) build; elsewhere the CPU
+# build (a local wheel when pip is configured with one, or the index in TUNEDECK_TORCH_INDEX if you set it).
+# torch goes in first: an unpinned torch pulled in by another package would fetch the newest, multi-GB build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+  echo "TuneDeck needs Python 3.10 or newer; set PYTHON=/path/to/python3.11 (found: $("$PYTHON" --version 2>&1))." >&2
+  exit 1
+fi
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@" 2> >(grep -v "^WARNING: Location" >&2); }
+
+torch_pin=$(grep -E '^torch==' constraints.txt)
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  echo "GPU found ($(nvidia-smi -L | head -n 1)): installing the CUDA build of $torch_pin"
+  pip install "$torch_pin"
+else
+  echo "No NVIDIA GPU found: installing the CPU build of $torch_pin"
+  pip install "$torch_pin" ${TUNEDECK_TORCH_INDEX:+--index-url "$TUNEDECK_TORCH_INDEX"}
+fi
+pip install -c constraints.txt -e ".[test]"
+echo "TuneDeck is installed in .venv"

@@ -1,0 +1,99 @@
+"""The main journey in a real browser: Debian's Chromium driven by Playwright (never `playwright install`).
+
+upload the sample CSV → save it → train tiny-offline → the Runs chart fills and the run succeeds → reload the page
+and the run is still there → chat with the run and get a reply. Screenshots of each tab go to
+test-artifacts/screenshots/ (look at them: they are what a new user sees).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from backend.settings import Paths
+from tests.browser_util import CHROMIUM_ARGS, ROOT, ServedApp, chromium_path
+from tests.conftest import link_tiny_model
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+SHOTS = ROOT / "test-artifacts" / "screenshots"
+
+
+@pytest.fixture
+def browser_page():
+    exe = chromium_path()
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail("Chromium is not installed; `make test` installs it with apt (chromium package).")
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(30_000)
+        yield page
+        browser.close()
+
+
+@pytest.fixture
+def served(tmp_path: Path, tiny_model_build: Path):
+    home = tmp_path / "browser-home"
+    link_tiny_model(Paths.from_env(home), tiny_model_build)
+    app = ServedApp(home, tmp_path / "app.log")
+    yield app
+    app.close()
+
+
+def test_upload_train_watch_and_chat(browser_page, served: ServedApp) -> None:
+    from playwright.sync_api import expect
+
+    page = browser_page
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.goto(served.url)
+
+    # 1. Data: the sample CSV, its preview and suggested mapping, then save it.
+    page.get_by_role("button", name="Use the sample CSV").click()
+    expect(page.get_by_text("Suggested: prompt")).to_be_visible()
+    expect(page.get_by_text("What is the capital of France?").first).to_be_visible()
+    page.screenshot(path=str(SHOTS / "1-data.png"), full_page=True)
+    page.get_by_role("button", name="Save dataset").click()
+    expect(page.get_by_text("Saved dataset")).to_be_visible()
+
+    # 2. Train: the dataset is selected, tiny-offline is explained, fewer steps, Train.
+    page.get_by_role("tab", name="2. Train").click()
+    expect(page.get_by_text("knows nothing else").first).to_be_visible()
+    steps = page.get_by_label("max steps")
+    steps.fill("40")
+    page.screenshot(path=str(SHOTS / "2-train.png"), full_page=True)
+    page.get_by_role("button", name="Train", exact=True).click()
+
+    # 3. Runs: it opens by itself on the new run; the chart fills; the run succeeds.
+    summary = page.locator("#run-summary")
+    expect(summary).to_contain_text("running", timeout=60_000)
+    expect(summary).to_contain_text("succeeded: final loss", timeout=180_000)
+    expect(page.locator("#run-log textarea")).to_have_value(re.compile("finished: succeeded"))
+    text = summary.inner_text()
+    first, last = (float(x) for x in re.search(r"Loss ([\d.]+) at the start, ([\d.]+) now", text).groups())
+    assert last < first
+    # The loss chart is drawn with one point per step (Vega renders it as an SVG or canvas mark).
+    chart = page.locator(".vega-embed").first
+    expect(chart).to_be_visible()
+    page.screenshot(path=str(SHOTS / "3-runs.png"), full_page=True)
+
+    # Reloading the page changes nothing: the run is still there, still succeeded.
+    page.reload()
+    page.get_by_role("tab", name="3. Runs").click()
+    expect(page.locator("#run-summary")).to_contain_text("succeeded", timeout=30_000)
+
+    # 4. Chat with the fine-tuned run.
+    page.get_by_role("tab", name="4. Chat").click()
+    page.get_by_label("Talk to").click()
+    page.get_by_role("option", name=re.compile(r"^run-")).first.click()
+    page.get_by_placeholder("Type a message and press Enter").fill("What is the capital of France?")
+    page.get_by_role("button", name="Send").click()
+    bot = page.locator("#chatbot")
+    expect(bot).to_contain_text("The capital of", timeout=120_000)
+    page.screenshot(path=str(SHOTS / "4-chat.png"), full_page=True)
