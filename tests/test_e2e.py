@@ -179,6 +179,15 @@ def test_every_ui_action_works_through_the_gradio_api(home: dict, trained: dict,
         assert reply.startswith("The capital of")
         refused = client.predict(trained["id"], api_name="/cancel_job")
         assert "already ended" in refused
+        # The README's example: settings from a preset, then a job, then cancel it.
+        values = client.predict("tiny-offline", api_name="/preset_values")[1:]
+        message, job_id = client.predict("capitals", "tiny-offline", *values, api_name="/submit_job")
+        assert job_id.startswith("run-") and job_id in message
+        assert "Cancel requested" in client.predict(job_id, api_name="/cancel_job")
+        deadline = time.monotonic() + 60
+        while ctx.store.get_job(job_id).status.value not in ("cancelled", "succeeded"):
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
     finally:
         blocks.close()
         stop()

@@ -106,7 +106,7 @@ def render(ctx: AppContext) -> dict:
                     widgets[f] = widget_for(f)
     train = gr.Button("Train", variant="primary", size="lg")
     message = gr.Markdown()
-    job_id = gr.State(None)
+    job_id = gr.Textbox(visible=False)  # not gr.State: the API returns it to gradio_client callers
 
     ordered = [widgets[f] for f in FIELDS]
     preset.change(preset_values, preset, [about, *ordered], api_name="preset_values")
