@@ -90,7 +90,7 @@ def target_note(target: str | None) -> str:
 
 def render(ctx: AppContext) -> dict:
     with gr.Row():
-        target = gr.Dropdown(label="Talk to", choices=chat_targets(ctx), interactive=True, scale=3,
+        target = gr.Dropdown(label="Talk to", choices=chat_targets(ctx), interactive=True, scale=3, allow_custom_value=True,
                              info="A finished run (base model + its adapter), or a base model alone.")
         refresh = gr.Button("↻ Update list", size="sm", scale=0)
     note = gr.Markdown()

@@ -89,7 +89,8 @@ def render(ctx: AppContext) -> dict:
     table = gr.Dataframe(label="All runs (newest first)", interactive=False,
                          max_height=260, wrap=True)
     with gr.Row():
-        job = gr.Dropdown(label="Run", choices=job_choices(ctx), interactive=True, scale=3)
+        job = gr.Dropdown(label="Run", choices=job_choices(ctx), interactive=True, scale=3,
+                          allow_custom_value=True)  # runs made after the page loaded (the handlers check ids)
         cancel = gr.Button("Cancel this run", variant="stop", scale=1)
     message = gr.Markdown()
     summary = gr.Markdown(elem_id="run-summary")

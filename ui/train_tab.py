@@ -86,6 +86,7 @@ def render(ctx: AppContext) -> dict:
     presets = list_presets()
     with gr.Row():
         dataset = gr.Dropdown(label="Dataset", choices=[d.name for d in ctx.store.list_datasets()], interactive=True,
+                              allow_custom_value=True,  # datasets saved after the page loaded; submit checks it
                               info="Made in the Data tab.")
         preset = gr.Dropdown(label="Preset", choices=[p.name for p in presets], value=DEFAULT_PRESET, interactive=True,
                              info="Sensible settings for a model; change any of them below.")
