@@ -1,6 +1,7 @@
 # TuneDeck on a GPU server:
 #   docker build -t tunedeck .
-#   docker run --gpus all -p 7860:7860 -v tunedeck-data:/data tunedeck
+#   docker run --gpus all -p 7860:7860 -e TUNEDECK_PASSWORD=choose-one -v tunedeck-data:/data tunedeck
+# It listens on all interfaces inside the container, so it refuses to start without TUNEDECK_PASSWORD.
 # The data directory (datasets, runs, adapters, the job database) is the volume /data.
 FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
 

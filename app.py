@@ -8,6 +8,7 @@ This process never imports torch.
 from __future__ import annotations
 
 import argparse
+import hmac
 import logging
 import os
 import signal
@@ -44,12 +45,39 @@ def create(paths: Paths | None = None):
     return build_app(ctx), ctx, shutdown
 
 
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def max_upload_mb() -> int:
+    return int(os.environ.get("TUNEDECK_MAX_UPLOAD_MB", "2048"))
+
+
+def exposure_problem(host: str, share: bool, has_password: bool, allowed: bool) -> str | None:
+    """Refuse to expose the app (a non-local address, or a share link) without a password, unless told to."""
+    if has_password or allowed or (host in LOCAL_HOSTS and not share):
+        return None
+    where = "a public share link" if share else f"address {host} (reachable from other machines)"
+    return (f"refusing to serve on {where} without a password: anyone who reaches it could train, read your data "
+            "and run jobs. Fix: set TUNEDECK_PASSWORD (and optionally TUNEDECK_USERNAME), or pass "
+            "--allow-no-password if this network is trusted.")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="tunedeck serve", description=__doc__)
     p.add_argument("--host", default=os.environ.get("TUNEDECK_HOST", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("TUNEDECK_PORT", "7860")))
     p.add_argument("--share", action="store_true", help="also ask Gradio for a public link (needs internet)")
+    p.add_argument("--username", default=os.environ.get("TUNEDECK_USERNAME", "admin"),
+                   help="login name when a password is set (env TUNEDECK_USERNAME)")
+    p.add_argument("--password", default=os.environ.get("TUNEDECK_PASSWORD"),
+                   help="require this password to open the app (env TUNEDECK_PASSWORD, preferred: flags show in ps)")
+    p.add_argument("--allow-no-password", action="store_true",
+                   help="serve on a non-local address or a share link without a password (not recommended)")
     args = p.parse_args(argv)
+    problem = exposure_problem(args.host, args.share, bool(args.password), args.allow_no_password)
+    if problem:
+        print(f"tunedeck: {problem}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from ui import CSS
 
@@ -57,9 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     app, ctx, shutdown = create()
     log.info("data directory: %s", ctx.paths.home)
     try:
+        auth = None
+        if args.password:
+            user, secret = args.username, args.password
+            auth = lambda u, p: hmac.compare_digest(u, user) and hmac.compare_digest(p, secret)  # noqa: E731
         app.queue(default_concurrency_limit=4).launch(
             server_name=args.host, server_port=args.port, share=args.share, css=CSS, prevent_thread_lock=True,
-            show_error=True, allowed_paths=[str(ctx.paths.home)],
+            show_error=True, allowed_paths=[str(ctx.paths.home)], auth=auth, max_file_size=f"{max_upload_mb()}mb",
+            auth_message="TuneDeck: log in with the username and password this server was started with.",
         )
         if args.share and not getattr(app, "share_url", None):
             print("TuneDeck: could not create a public share link (no internet, or the tunnel is blocked). "

@@ -23,6 +23,8 @@ from typing import Any
 from backend import views
 from backend.config import ConfigError, RunConfig, coerce_setting
 from backend.data import DataError, import_dataset
+from backend.demo import DemoError
+from backend.export import ExportError
 from backend.jobs import JobStatus
 from backend.manager import Manager, ensure_scheduler
 from backend.presets import PresetError, load_preset
@@ -50,7 +52,8 @@ def _out(args: argparse.Namespace, data: Any, text: str) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from app import main as serve_main
 
-    return serve_main(["--host", args.host, "--port", str(args.port)] + (["--share"] if args.share else []))
+    extra = (["--share"] if args.share else []) + (["--allow-no-password"] if args.allow_no_password else [])
+    return serve_main(["--host", args.host, "--port", str(args.port), *extra])
 
 
 def cmd_data_add(args: argparse.Namespace) -> int:
@@ -181,6 +184,65 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from backend import export
+
+    paths, store, _ = _ctx()
+    if args.merged:
+        from backend.logs import quiet_hf
+
+        quiet_hf()
+        out = export.export_merged(store, paths, args.run, args.to)
+    elif args.space:
+        out = export.export_space(store, args.run, args.to)
+    else:
+        out = export.export_adapter(store, args.run, args.to)
+    view = export.describe(out)
+    label = {"adapter": "adapter", "merged": "merged model", "space": "Space bundle"}[out.kind]
+    _out(args, view, f"Exported the {label} of {args.run} to {out.folder}" + (f" (and {out.zip_path})" if out.zip_path else ""))
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from backend import export
+
+    paths, store, _ = _ctx()
+    url = export.push(store, paths, args.run, args.repo, merged=args.merged, private=not args.public)
+    _out(args, {"run": args.run, "repo": args.repo, "url": url}, f"Pushed {args.run} to {url}")
+    return 0
+
+
+def cmd_demo_start(args: argparse.Namespace) -> int:
+    from backend import demo
+
+    paths, store, _ = _ctx()
+    info = demo.start_demo(store, paths, args.run, password=args.password, share=args.share, port=args.port,
+                           host=args.host, share_server_address=args.share_server_address)
+    _out(args, info.__dict__, info.summary())
+    return 0
+
+
+def cmd_demo_stop(args: argparse.Namespace) -> int:
+    from backend import demo
+
+    paths, _, _ = _ctx()
+    stopped = demo.stop_demo(paths, args.run)
+    if not stopped:
+        raise CliError(f"No demo of {args.run} is running.")
+    _out(args, {"run": args.run, "stopped": True}, f"Stopped the demo of {args.run}.")
+    return 0
+
+
+def cmd_demo_list(args: argparse.Namespace) -> int:
+    from backend import demo
+
+    paths, _, _ = _ctx()
+    rows = demo.list_demos(paths)
+    lines = [f"{d['run_id']:<28} {d['local_url']}  {d['share_url'] or ''}" for d in rows]
+    _out(args, rows, "\n".join(lines) if lines else "No demos running. Start one with: tunedeck demo start RUN")
+    return 0
+
+
 def cmd_manager(args: argparse.Namespace) -> int:
     import logging
 
@@ -204,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=7860)
     s.add_argument("--share", action="store_true", help="also ask Gradio for a public share link")
+    s.add_argument("--allow-no-password", action="store_true",
+                   help="allow a non-local address or share link without TUNEDECK_PASSWORD (not recommended)")
     s.set_defaults(func=cmd_serve)
 
     d = sub.add_parser("data", parents=[common], help="datasets").add_subparsers(dest="data_cmd", required=True)
@@ -244,6 +308,35 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.set_defaults(func=cmd_generate)
 
+    e = sub.add_parser("export", parents=[common], help="export a run's adapter (zip + model card) or merged model")
+    e.add_argument("run")
+    e.add_argument("--to", required=True, metavar="DIR")
+    kind = e.add_mutually_exclusive_group()
+    kind.add_argument("--merged", action="store_true", help="merge the adapter into the base model (safetensors)")
+    kind.add_argument("--space", action="store_true", help="a Hugging Face Space bundle (app.py, requirements.txt)")
+    e.set_defaults(func=cmd_export)
+    pu = sub.add_parser("push", parents=[common], help="upload a run to the Hugging Face Hub (token from HF_TOKEN)")
+    pu.add_argument("run")
+    pu.add_argument("--repo", required=True, metavar="OWNER/NAME")
+    pu.add_argument("--merged", action="store_true")
+    pu.add_argument("--public", action="store_true", help="make the repository public (default: private)")
+    pu.set_defaults(func=cmd_push)
+    dm = sub.add_parser("demo", parents=[common], help="publish a password-protected chat demo of a run")
+    dms = dm.add_subparsers(dest="demo_cmd", required=True)
+    ds = dms.add_parser("start", parents=[common], help="start a demo (prints its URL and, if generated, password)")
+    ds.add_argument("run")
+    ds.add_argument("--password", help="at least 8 characters; default: a generated one, shown once")
+    ds.add_argument("--share", action="store_true", help="also ask Gradio for a public share link (72 h)")
+    ds.add_argument("--share-server-address", metavar="HOST:PORT", help="your own share (frp) server")
+    ds.add_argument("--port", type=int)
+    ds.add_argument("--host", default="127.0.0.1")
+    ds.set_defaults(func=cmd_demo_start)
+    dst = dms.add_parser("stop", parents=[common], help="stop a run's demo")
+    dst.add_argument("run")
+    dst.set_defaults(func=cmd_demo_stop)
+    dml = dms.add_parser("list", parents=[common], help="running demos")
+    dml.set_defaults(func=cmd_demo_list)
+
     m = sub.add_parser("manager", parents=[common], help="run the job scheduler (the app runs one itself)")
     m.add_argument("--until-idle", action="store_true", help="exit when nothing is queued or running")
     m.set_defaults(func=cmd_manager)
@@ -254,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, DataError, PresetError, CliError, KeyError) as exc:
+    except (ConfigError, DataError, PresetError, CliError, KeyError, ExportError, DemoError) as exc:
         msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"error: {msg}", file=sys.stderr)
         return 2

@@ -7,7 +7,7 @@ above 0 is given, so answers are reproducible.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,39 +52,74 @@ def _inputs(loaded: Loaded, messages: list[dict[str, str]]) -> Any:
     return {k: v.to(loaded.model.device) for k, v in enc.items()}
 
 
-def _gen_kwargs(loaded: Loaded, max_new_tokens: int, temperature: float, seed: int) -> dict[str, Any]:
-    import torch
+@dataclass(frozen=True)
+class Decoding:
+    """How to pick tokens. Greedy (reproducible) unless temperature > 0."""
 
-    kw: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": loaded.tokenizer.pad_token_id}
-    if temperature and temperature > 0:
-        torch.manual_seed(seed)
-        kw.update(do_sample=True, temperature=temperature, top_p=1.0)
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int = 0
+
+
+def _gen_kwargs(loaded: Loaded, d: Decoding, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    kw: dict[str, Any] = {"max_new_tokens": d.max_new_tokens, "pad_token_id": loaded.tokenizer.pad_token_id}
+    if d.temperature and d.temperature > 0:
+        torch.manual_seed(d.seed)
+        kw.update(do_sample=True, temperature=d.temperature, top_p=d.top_p)
     else:
         kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    if d.repetition_penalty and d.repetition_penalty != 1.0:
+        kw["repetition_penalty"] = d.repetition_penalty
+    stops = [s for s in d.stop if s]
+    if stops:
+        kw.update(stop_strings=stops, tokenizer=loaded.tokenizer)
+    if should_stop is not None:
+
+        class _Cancelled(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):  # noqa: ANN001 - transformers' signature
+                return should_stop()
+
+        kw["stopping_criteria"] = StoppingCriteriaList([_Cancelled()])
     return kw
 
 
+def _cut_at_stop(text: str, stops: tuple[str, ...]) -> str:
+    cut = min((text.find(s) for s in stops if s and s in text), default=-1)
+    return text[:cut] if cut >= 0 else text
+
+
 def generate(
-    loaded: Loaded, messages: list[dict[str, str]], max_new_tokens: int = 128, temperature: float = 0.0, seed: int = 0
+    loaded: Loaded, messages: list[dict[str, str]], max_new_tokens: int = 128, temperature: float = 0.0, seed: int = 0,
+    decoding: Decoding | None = None,
 ) -> str:
     import torch
 
+    d = decoding or Decoding(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
     inputs = _inputs(loaded, messages)
     with torch.inference_mode():
-        out = loaded.model.generate(**inputs, **_gen_kwargs(loaded, max_new_tokens, temperature, seed))
-    return loaded.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        out = loaded.model.generate(**inputs, **_gen_kwargs(loaded, d))
+    text = loaded.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    return _cut_at_stop(text, d.stop)
 
 
 def stream(
-    loaded: Loaded, messages: list[dict[str, str]], max_new_tokens: int = 128, temperature: float = 0.0, seed: int = 0
+    loaded: Loaded, messages: list[dict[str, str]], max_new_tokens: int = 128, temperature: float = 0.0, seed: int = 0,
+    decoding: Decoding | None = None, should_stop: Callable[[], bool] | None = None,
 ) -> Iterator[str]:
-    """Yield pieces of the reply as they are generated."""
+    """Yield pieces of the reply as they are generated; ``should_stop()`` returning True ends it early."""
     import torch
     from transformers import TextIteratorStreamer
 
+    d = decoding or Decoding(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
     inputs = _inputs(loaded, messages)
     streamer = TextIteratorStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=300)
-    kw = _gen_kwargs(loaded, max_new_tokens, temperature, seed)
+    kw = _gen_kwargs(loaded, d, should_stop)
     errors: list[BaseException] = []
 
     def run() -> None:
@@ -97,7 +132,19 @@ def stream(
 
     t = threading.Thread(target=run, daemon=True)
     t.start()
-    yield from streamer
+    text, stopped = "", False
+    for piece in streamer:  # drained to the end so the generating thread finishes
+        if stopped:
+            continue
+        if d.stop:
+            # generate() stops at a stop string too, but the piece it arrives in may hold text after it: cut there.
+            new = _cut_at_stop(text + piece, d.stop)
+            if len(new) < len(text + piece):
+                stopped = True
+                piece = new[len(text):]
+        text += piece
+        if piece:
+            yield piece
     t.join()
     if errors:
         raise errors[0]

@@ -55,32 +55,55 @@ class ModelClient:
         *,
         max_new_tokens: int = 128,
         temperature: float = 0.0,
+        top_p: float = 1.0,
+        repetition_penalty: float = 1.0,
+        stop: list[str] | None = None,
         seed: int = 0,
     ) -> Iterator[str]:
-        """Yield the reply so far, growing piece by piece."""
+        """Yield the reply so far, growing piece by piece. Closing the iterator early stops the generation."""
         with self._lock:
             proc = self._ensure()
             rid = next(self._ids)
             req: dict[str, Any] = {
                 "id": rid, "base_model": base_model, "adapter_dir": adapter_dir, "messages": messages,
-                "max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed,
+                "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p,
+                "repetition_penalty": repetition_penalty, "stop": stop or [], "seed": seed,
             }
             assert proc.stdin and proc.stdout
             proc.stdin.write(json.dumps(req) + "\n")
             proc.stdin.flush()
-            text = ""
+            text, finished = "", False
+            try:
+                for line in proc.stdout:
+                    msg = json.loads(line)
+                    if msg.get("id") != rid:
+                        continue
+                    if "delta" in msg:
+                        text += msg["delta"]
+                        yield text
+                    elif "error" in msg:
+                        finished = True
+                        raise ModelServerError(msg["error"])
+                    elif msg.get("done"):
+                        finished = True
+                        return
+                finished = True
+                raise ModelServerError(f"the model server stopped unexpectedly; see {self._log_path}")
+            finally:
+                if not finished:  # the caller stopped listening (the Stop button): stop generating, drain its reply
+                    self._cancel(proc, rid)
+
+    def _cancel(self, proc: subprocess.Popen, rid: int) -> None:
+        assert proc.stdin and proc.stdout
+        try:
+            proc.stdin.write(json.dumps({"op": "cancel", "id": rid}) + "\n")
+            proc.stdin.flush()
             for line in proc.stdout:
                 msg = json.loads(line)
-                if msg.get("id") != rid:
-                    continue
-                if "delta" in msg:
-                    text += msg["delta"]
-                    yield text
-                elif "error" in msg:
-                    raise ModelServerError(msg["error"])
-                elif msg.get("done"):
+                if msg.get("id") == rid and ("done" in msg or "error" in msg):
                     return
-            raise ModelServerError(f"the model server stopped unexpectedly; see {self._log_path}")
+        except (OSError, ValueError):
+            self.close()
 
     def close(self) -> None:
         if self._proc is not None and self._proc.poll() is None:

@@ -97,3 +97,14 @@ def test_upload_train_watch_and_chat(browser_page, served: ServedApp) -> None:
     bot = page.locator("#chatbot")
     expect(bot).to_contain_text("The capital of", timeout=120_000)
     page.screenshot(path=str(SHOTS / "4-chat.png"), full_page=True)
+
+    # 5. Share: publish a password-protected demo of the run; the password is shown once.
+    page.get_by_role("tab", name="5. Share").click()
+    page.get_by_label("Run to share").click()
+    page.get_by_role("option", name=re.compile(r"^run-")).first.click()
+    page.get_by_role("button", name="Publish demo").click()
+    expect(page.get_by_text("is live at")).to_be_visible(timeout=120_000)
+    expect(page.get_by_text("shown only now")).to_be_visible()
+    page.screenshot(path=str(SHOTS / "5-share.png"), full_page=True)
+    page.get_by_role("button", name="Stop this run's demo").click()
+    expect(page.get_by_text("Stopped the demo")).to_be_visible()

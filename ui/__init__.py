@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ui import chat_tab, data_tab, runs_tab, train_tab
+from ui import chat_tab, data_tab, runs_tab, share_tab, train_tab
 from ui.context import AppContext
 from ui.style import CSS
 
@@ -13,7 +13,8 @@ __all__ = ["AppContext", "build_app", "CSS"]
 INTRO = (
     "# TuneDeck\n"
     "Teach an open language model from your own examples. **1. Data**: upload a CSV of questions and answers. "
-    "**2. Train**: pick a preset and press Train. **3. Runs**: watch it learn. **4. Chat**: talk to the result."
+    "**2. Train**: pick a preset and press Train. **3. Runs**: watch it learn. **4. Chat**: talk to the result. "
+    "**5. Share**: publish a password-protected demo, download or push the adapter."
 )
 
 
@@ -29,6 +30,8 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                 runs = runs_tab.render(ctx)
             with gr.Tab("4. Chat", id="chat") as chat_t:
                 chat = chat_tab.render(ctx)
+            with gr.Tab("5. Share", id="share") as share_t:
+                share = share_tab.render(ctx)
 
         # Saving a dataset refreshes the dataset table and selects it in the Train tab.
         data["save"].click(
@@ -43,6 +46,8 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         )
         chat_t.select(lambda: gr.update(choices=chat_tab.chat_targets(ctx)), None, chat["target"],
                       api_visibility="private")
+        share_t.select(lambda: (gr.update(choices=share_tab.shareable_runs(ctx)), share_tab.demos_table(ctx)), None,
+                       [share["run"], share["demos"]], api_visibility="private")
         # Fill the Train tab from the default preset when the page loads.
         app.load(train_tab.preset_values, train["preset"], [train["about"], *train["widgets"]],
                  api_visibility="private")

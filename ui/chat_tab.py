@@ -52,7 +52,8 @@ def _text(content: Any) -> str:
 
 
 def chat(message: str, history: list[dict], target: str | None, system: str, temperature: float,
-         max_new_tokens: float, ctx: AppContext) -> Iterator[tuple[list[dict], str]]:
+         max_new_tokens: float, ctx: AppContext, top_p: float = 1.0, repetition_penalty: float = 1.0,
+         stop: str = "") -> Iterator[tuple[list[dict], str]]:
     """Stream the reply into the history. Yields (history, cleared textbox)."""
     history = [{"role": m["role"], "content": _text(m["content"])} for m in (history or [])]
     message, system = message or "", system or ""  # widgets never touched in the browser arrive as None
@@ -69,8 +70,10 @@ def chat(message: str, history: list[dict], target: str | None, system: str, tem
     yield history + [reply], ""
     try:
         base, adapter = resolve_target(target, ctx)
+        stops = [x.strip() for x in (stop or "").split(",") if x.strip()]
         for text in ctx.models.stream(base, adapter, messages, max_new_tokens=int(max_new_tokens or 128),
-                                      temperature=float(temperature or 0.0)):
+                                      temperature=float(temperature or 0.0), top_p=float(top_p or 1.0),
+                                      repetition_penalty=float(repetition_penalty or 1.0), stop=stops):
             reply["content"] = text
             yield history + [reply], ""
         if reply["content"] == "…":
@@ -78,6 +81,20 @@ def chat(message: str, history: list[dict], target: str | None, system: str, tem
     except ModelServerError as exc:
         reply["content"] = f"⚠️ {exc}"
     yield history + [reply], ""
+
+
+def regenerate(history: list[dict], target: str | None, system: str, temperature: float, max_new_tokens: float,
+               ctx: AppContext, top_p: float = 1.0, repetition_penalty: float = 1.0, stop: str = ""):
+    """Answer the last user message again (useful with temperature > 0)."""
+    history = [{"role": m["role"], "content": _text(m["content"])} for m in (history or [])]
+    while history and history[-1]["role"] == "assistant":
+        history.pop()
+    if not history:
+        yield [], ""
+        return
+    last = history.pop()
+    yield from chat(last["content"], history, target, system, temperature, max_new_tokens, ctx, top_p,
+                    repetition_penalty, stop)
 
 
 def target_note(target: str | None) -> str:
@@ -99,19 +116,36 @@ def render(ctx: AppContext) -> dict:
         with gr.Row():
             temperature = gr.Slider(0, 2, value=0, step=0.05, label="Temperature",
                                     info="0 = always the same answer (greedy); higher = more varied.")
+            top_p = gr.Slider(0.05, 1, value=1, step=0.05, label="Top-p",
+                              info="With temperature > 0: sample only from the most likely tokens adding up to p.")
+        with gr.Row():
             max_new = gr.Slider(8, 1024, value=128, step=8, label="Max new tokens")
+            repetition = gr.Slider(1, 2, value=1, step=0.05, label="Repetition penalty",
+                                   info="Above 1 discourages repeating the same words.")
+            stop = gr.Textbox(value="", label="Stop at", placeholder="e.g. ###, END",
+                              info="Comma-separated texts that end a reply.")
     chatbot = gr.Chatbot(label="Conversation", height=380, elem_id="chatbot")
     with gr.Row():
         box = gr.Textbox(placeholder="Type a message and press Enter", show_label=False, scale=5)
         send = gr.Button("Send", variant="primary", scale=1)
-    clear = gr.Button("Clear conversation", size="sm")
+    with gr.Row():
+        stop_btn = gr.Button("Stop", size="sm", variant="stop")
+        regen = gr.Button("Regenerate", size="sm")
+        clear = gr.Button("Clear conversation", size="sm")
 
-    def fn(m, h, t, s, temp, mx):
-        yield from chat(m, h, t, s, temp, mx, ctx)
+    def fn(m, h, t, s, temp, mx, tp, rp, st):
+        yield from chat(m, h, t, s, temp, mx, ctx, tp, rp, st)
 
-    inputs = [box, chatbot, target, system, temperature, max_new]
-    send.click(fn, inputs, [chatbot, box], api_name="chat")
-    box.submit(fn, inputs, [chatbot, box], api_visibility="private")
+    def again(h, t, s, temp, mx, tp, rp, st):
+        yield from regenerate(h, t, s, temp, mx, ctx, tp, rp, st)
+
+    settings = [target, system, temperature, max_new, top_p, repetition, stop]
+    inputs = [box, chatbot, *settings]
+    sent = send.click(fn, inputs, [chatbot, box], api_name="chat")
+    submitted = box.submit(fn, inputs, [chatbot, box], api_visibility="private")
+    redone = regen.click(again, [chatbot, *settings], [chatbot, box], api_name="regenerate")
+    # Cancelling the streaming event closes the generator, which tells the model server to stop generating.
+    stop_btn.click(None, None, None, cancels=[sent, submitted, redone], api_visibility="private")
     clear.click(lambda: [], None, chatbot, api_visibility="private")
     target.change(target_note, target, note, api_visibility="private")
     refresh.click(lambda: gr.update(choices=chat_targets(ctx)), None, target, api_name="chat_targets")
