@@ -24,6 +24,7 @@ from backend import views
 from backend.config import ConfigError, RunConfig, coerce_setting
 from backend.data import DataError, import_dataset
 from backend.demo import DemoError
+from backend.evaluate import EvalError
 from backend.export import ExportError
 from backend.jobs import JobStatus
 from backend.manager import Manager, ensure_scheduler
@@ -243,6 +244,47 @@ def cmd_demo_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from backend.evaluate import evaluate_run
+    from backend.logs import quiet_hf
+
+    quiet_hf()
+    paths, store, _ = _ctx()
+    _job(store, args.run)
+    result = evaluate_run(store, paths, args.run, limit=args.limit, max_new_tokens=args.max_new_tokens)
+    data = {k: v for k, v in result.__dict__.items() if k != "examples"}
+    _out(args, data, result.summary() + f"\nPer-example table: {_job(store, args.run).job_dir}/eval_examples.csv")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from backend.generate import Decoding, ModelPool, generate
+    from backend.logs import quiet_hf
+
+    quiet_hf()
+    paths, store, _ = _ctx()
+    jobs = [_job(store, r) for r in args.runs]
+    bases = {j.config["base_model"] for j in jobs}
+    if len(bases) > 1:
+        raise CliError(f"These runs have different base models ({', '.join(sorted(bases))}); compare runs of one base.")
+    for j in jobs:
+        if not (j.result or {}).get("adapter_dir"):
+            raise CliError(f"{j.id} has no adapter yet ({j.status.value}).")
+    base = bases.pop()
+    pool = ModelPool(paths)
+    decoding = Decoding(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
+    messages = [{"role": "user", "content": args.prompt}]
+    columns = ([("base: " + base, None)] if args.base else []) + [(j.id, j.result["adapter_dir"]) for j in jobs]
+    answers = []
+    for label, adapter in columns:
+        loaded, mode = pool.use(base, adapter)
+        with mode:
+            answers.append({"who": label, "answer": generate(loaded, messages, decoding=decoding)})
+    _out(args, {"prompt": args.prompt, "base_model": base, "answers": answers},
+         "\n\n".join(f"== {a['who']}\n{a['answer']}" for a in answers))
+    return 0
+
+
 def cmd_manager(args: argparse.Namespace) -> int:
     import logging
 
@@ -337,6 +379,20 @@ def build_parser() -> argparse.ArgumentParser:
     dml = dms.add_parser("list", parents=[common], help="running demos")
     dml.set_defaults(func=cmd_demo_list)
 
+    ev = sub.add_parser("eval", parents=[common], help="score a run and its base model on held-out examples")
+    ev.add_argument("run")
+    ev.add_argument("--limit", type=int, default=64, help="examples to score (a seeded sample)")
+    ev.add_argument("--max-new-tokens", type=int, default=128)
+    ev.set_defaults(func=cmd_eval)
+    cp = sub.add_parser("compare", parents=[common], help="answer one prompt with several runs (and the base)")
+    cp.add_argument("runs", nargs="+", metavar="RUN")
+    cp.add_argument("--prompt", required=True)
+    cp.add_argument("--base", action="store_true", help="also answer with the base model alone")
+    cp.add_argument("--max-new-tokens", type=int, default=128)
+    cp.add_argument("--temperature", type=float, default=0.0)
+    cp.add_argument("--seed", type=int, default=0)
+    cp.set_defaults(func=cmd_compare)
+
     m = sub.add_parser("manager", parents=[common], help="run the job scheduler (the app runs one itself)")
     m.add_argument("--until-idle", action="store_true", help="exit when nothing is queued or running")
     m.set_defaults(func=cmd_manager)
@@ -347,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, DataError, PresetError, CliError, KeyError, ExportError, DemoError) as exc:
+    except (ConfigError, DataError, PresetError, CliError, KeyError, ExportError, DemoError, EvalError) as exc:
         msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"error: {msg}", file=sys.stderr)
         return 2

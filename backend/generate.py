@@ -148,3 +148,54 @@ def stream(
     t.join()
     if errors:
         raise errors[0]
+
+
+class ModelPool:
+    """One base model in memory serving many adapters: PEFT's named adapters, switched per request.
+
+    ``use(base_model, adapter_dir)`` returns the loaded model with that adapter active, or with adapters
+    disabled for the base alone, so a side-by-side comparison of the base and four runs holds one copy of the
+    base weights. Asking for another base model unloads the current one first.
+    """
+
+    def __init__(self, paths: Paths, device: str = "auto"):
+        self.paths = paths
+        self.device = device
+        self.loaded: Loaded | None = None
+        self._names: dict[str, str] = {}  # adapter dir -> adapter name inside the PeftModel
+
+    def unload(self) -> None:
+        self.loaded = None
+        self._names.clear()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+
+    def use(self, base_model: str, adapter_dir: str | None) -> tuple[Loaded, Any]:
+        """(loaded model, context manager to generate in). The context disables adapters for the base alone."""
+        import contextlib
+
+        if self.loaded is None or self.loaded.base_model != base_model:
+            self.unload()
+            self.loaded = load(base_model, None, self.paths, self.device)
+        loaded = self.loaded
+        if adapter_dir is None:
+            ctx = loaded.model.disable_adapter() if self._names else contextlib.nullcontext()
+            return loaded, ctx
+        name = self._names.get(adapter_dir)
+        if name is None:
+            name = f"a{len(self._names)}"
+            if not self._names:
+                from peft import PeftModel
+
+                loaded.model = PeftModel.from_pretrained(loaded.model, adapter_dir, adapter_name=name)
+                loaded.model.eval()
+            else:
+                loaded.model.load_adapter(adapter_dir, adapter_name=name)
+            self._names[adapter_dir] = name
+        loaded.model.set_adapter(name)
+        return loaded, contextlib.nullcontext()

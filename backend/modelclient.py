@@ -47,6 +47,20 @@ class ModelClient:
             raise ModelServerError(f"the model server did not start; see {self._log_path}")
         return self._proc
 
+    def compare(
+        self,
+        base_model: str,
+        adapters: list[str | None],
+        messages: list[dict[str, str]],
+        **decoding: Any,
+    ) -> Iterator[list[str]]:
+        """Answer with the base (None) and each adapter in turn, one base in memory; yields all columns so far."""
+        texts = ["" for _ in adapters]
+        for column, piece in self._request({"base_model": base_model, "adapters": adapters, "messages": messages,
+                                            **decoding}):
+            texts[column] += piece
+            yield list(texts)
+
     def stream(
         self,
         base_model: str,
@@ -61,26 +75,32 @@ class ModelClient:
         seed: int = 0,
     ) -> Iterator[str]:
         """Yield the reply so far, growing piece by piece. Closing the iterator early stops the generation."""
+        text = ""
+        for _, piece in self._request({
+            "base_model": base_model, "adapter_dir": adapter_dir, "messages": messages,
+            "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p,
+            "repetition_penalty": repetition_penalty, "stop": stop or [], "seed": seed,
+        }):
+            text += piece
+            yield text
+
+    def _request(self, req: dict[str, Any]) -> Iterator[tuple[int, str]]:
+        """Send one request; yield (column, piece) until it is done. Closing early cancels it in the server."""
         with self._lock:
             proc = self._ensure()
             rid = next(self._ids)
-            req: dict[str, Any] = {
-                "id": rid, "base_model": base_model, "adapter_dir": adapter_dir, "messages": messages,
-                "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p,
-                "repetition_penalty": repetition_penalty, "stop": stop or [], "seed": seed,
-            }
+            req = {**req, "id": rid}
             assert proc.stdin and proc.stdout
             proc.stdin.write(json.dumps(req) + "\n")
             proc.stdin.flush()
-            text, finished = "", False
+            finished = False
             try:
                 for line in proc.stdout:
                     msg = json.loads(line)
                     if msg.get("id") != rid:
                         continue
                     if "delta" in msg:
-                        text += msg["delta"]
-                        yield text
+                        yield msg.get("column", 0), msg["delta"]
                     elif "error" in msg:
                         finished = True
                         raise ModelServerError(msg["error"])

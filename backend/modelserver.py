@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import sys
 import threading
@@ -25,14 +26,15 @@ log = logging.getLogger("backend.modelserver")
 
 
 def serve(stdin: Any = None, stdout: Any = None) -> None:
-    from backend.generate import Decoding, load, stream
+    from backend.generate import Decoding, ModelPool, stream
     from backend.models import ModelError
     from backend.worker import explain
 
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
     paths = Paths.from_env()
-    loaded = None
+    pool = ModelPool(paths)
+    idle_s = float(os.environ.get("TUNEDECK_MODEL_IDLE_S", "600"))
     requests: queue.Queue[dict[str, Any] | None] = queue.Queue()
     cancelled: set[Any] = set()
 
@@ -53,14 +55,18 @@ def serve(stdin: Any = None, stdout: Any = None) -> None:
 
     threading.Thread(target=read, daemon=True).start()
     send({"ready": True})
-    while (req := requests.get()) is not None:
+    while True:
+        try:
+            req = requests.get(timeout=idle_s)
+        except queue.Empty:
+            if pool.loaded is not None:
+                log.info("idle for %.0f s: unloading %s", idle_s, pool.loaded.base_model)
+                pool.unload()
+            continue
+        if req is None:
+            break
         rid = req.get("id")
         try:
-            key = (req["base_model"], req.get("adapter_dir") or None)
-            if loaded is None or (loaded.base_model, loaded.adapter_dir) != key:
-                loaded = None  # free the previous model before loading the next
-                log.info("loading %s with adapter %s", *key)
-                loaded = load(key[0], key[1], paths)
             decoding = Decoding(
                 max_new_tokens=int(req.get("max_new_tokens", 128)),
                 temperature=float(req.get("temperature", 0.0)),
@@ -69,9 +75,17 @@ def serve(stdin: Any = None, stdout: Any = None) -> None:
                 stop=tuple(req.get("stop") or ()),
                 seed=int(req.get("seed", 0)),
             )
-            for piece in stream(loaded, req["messages"], decoding=decoding, should_stop=lambda rid=rid: rid in cancelled):
-                if piece:
-                    send({"id": rid, "delta": piece})
+            # "adapters": several columns (None = the base alone) answered in turn by one base model in memory.
+            columns = req["adapters"] if "adapters" in req else [req.get("adapter_dir") or None]
+            for col, adapter in enumerate(columns):
+                loaded, mode = pool.use(req["base_model"], adapter)
+                with mode:
+                    for piece in stream(loaded, req["messages"], decoding=decoding,
+                                        should_stop=lambda rid=rid: rid in cancelled):
+                        if piece:
+                            send({"id": rid, "delta": piece, "column": col})
+                if rid in cancelled:
+                    break
             send({"id": rid, "done": True})
         except ModelError as exc:
             send({"id": rid, "error": str(exc)})

@@ -54,6 +54,14 @@ CREATE TABLE IF NOT EXISTS progress (
     eta_s REAL,
     updated REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS votes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time REAL NOT NULL,
+    prompt TEXT NOT NULL,
+    left TEXT NOT NULL,
+    right TEXT NOT NULL,
+    winner TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS metrics (
     job_id TEXT NOT NULL,
     step INTEGER NOT NULL,
@@ -273,6 +281,38 @@ class Store:
             else:
                 q = c.execute("SELECT step, name, value FROM metrics WHERE job_id=? ORDER BY step, rowid", (job_id,))
             return [(r["step"], r["name"], r["value"]) for r in q.fetchall()]
+
+
+class VoteStore:
+    """Blind-test votes (a table of the same database: added with CREATE IF NOT EXISTS, no migration needed)."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def add(self, prompt: str, left: str, right: str, winner: str) -> None:
+        """``winner`` is ``left``'s or ``right``'s name, or "tie"."""
+        if winner not in (left, right, "tie"):
+            raise ValueError(f"winner must be {left!r}, {right!r} or 'tie', got {winner!r}")
+        with self.store._tx() as c:
+            c.execute("INSERT INTO votes (time, prompt, left, right, winner) VALUES (?,?,?,?,?)",
+                      (time.time(), prompt, left, right, winner))
+
+    def tally(self) -> dict[str, dict[str, int]]:
+        """Per contestant: wins, losses, ties and games."""
+        out: dict[str, dict[str, int]] = {}
+        with self.store._conn() as c:
+            rows = c.execute("SELECT left, right, winner FROM votes").fetchall()
+        for r in rows:
+            for me, other in ((r["left"], r["right"]), (r["right"], r["left"])):
+                t = out.setdefault(me, {"wins": 0, "losses": 0, "ties": 0, "games": 0})
+                t["games"] += 1
+                if r["winner"] == "tie":
+                    t["ties"] += 1
+                elif r["winner"] == me:
+                    t["wins"] += 1
+                elif r["winner"] == other:
+                    t["losses"] += 1
+        return out
 
 
 def _dataset(r: sqlite3.Row) -> DatasetRecord:

@@ -98,8 +98,29 @@ def test_upload_train_watch_and_chat(browser_page, served: ServedApp) -> None:
     expect(bot).to_contain_text("The capital of", timeout=120_000)
     page.screenshot(path=str(SHOTS / "4-chat.png"), full_page=True)
 
-    # 5. Share: publish a password-protected demo of the run; the password is shown once.
-    page.get_by_role("tab", name="5. Share").click()
+    # 5. Compare: the base and the run side by side, then scores on held-out examples.
+    page.get_by_role("tab", name="5. Compare").click()
+    page.get_by_label("Runs (up to 4, same base model)").click()
+    page.get_by_role("option", name=re.compile(r"^run-")).first.click()
+    page.keyboard.press("Escape")
+    page.get_by_placeholder("Type a prompt, or pick one from the validation set").fill("What is the capital of France?")
+    page.get_by_role("button", name="Answer side by side").click()
+    expect(page.get_by_text("one copy of")).to_be_visible(timeout=60_000)
+    # Column 0 is the base alone, column 1 the run: the run answers in the pattern it learned, the base does not.
+    expect(page.locator("#answer-1 textarea")).to_have_value(re.compile("^The capital of"), timeout=90_000)
+    expect(page.locator("#answer-0")).to_contain_text("base model: tiny-offline")
+    assert not page.locator("#answer-0 textarea").input_value().startswith("The capital of")
+    page.screenshot(path=str(SHOTS / "5a-compare.png"), full_page=True)
+    page.get_by_text("Scores on held-out examples").click()
+    page.get_by_label("Run to score").click()
+    page.get_by_role("option", name=re.compile(r"^run-")).first.click()
+    page.get_by_role("button", name="Score (base vs fine-tuned)").click()
+    expect(page.get_by_text("Loss and perplexity: lower is better")).to_be_visible(timeout=180_000)
+    expect(page.get_by_text("rougeL").first).to_be_visible()
+    page.screenshot(path=str(SHOTS / "5b-scores.png"), full_page=True)
+
+    # 6. Share: publish a password-protected demo of the run; the password is shown once.
+    page.get_by_role("tab", name="6. Share").click()
     page.get_by_label("Run to share").click()
     page.get_by_role("option", name=re.compile(r"^run-")).first.click()
     page.get_by_role("button", name="Publish demo").click()

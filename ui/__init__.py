@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ui import chat_tab, data_tab, runs_tab, share_tab, train_tab
+from ui import chat_tab, compare_tab, data_tab, runs_tab, share_tab, train_tab
 from ui.context import AppContext
 from ui.style import CSS
 
@@ -14,7 +14,8 @@ INTRO = (
     "# TuneDeck\n"
     "Teach an open language model from your own examples. **1. Data**: upload a CSV of questions and answers. "
     "**2. Train**: pick a preset and press Train. **3. Runs**: watch it learn. **4. Chat**: talk to the result. "
-    "**5. Share**: publish a password-protected demo, download or push the adapter."
+    "**5. Compare**: the base and your runs side by side, blind tests, scores. "
+    "**6. Share**: publish a password-protected demo, download or push the adapter."
 )
 
 
@@ -30,7 +31,9 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                 runs = runs_tab.render(ctx)
             with gr.Tab("4. Chat", id="chat") as chat_t:
                 chat = chat_tab.render(ctx)
-            with gr.Tab("5. Share", id="share") as share_t:
+            with gr.Tab("5. Compare", id="compare") as compare_t:
+                compare = compare_tab.render(ctx)
+            with gr.Tab("6. Share", id="share") as share_t:
                 share = share_tab.render(ctx)
 
         # Saving a dataset refreshes the dataset table and selects it in the Train tab.
@@ -46,6 +49,13 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         )
         chat_t.select(lambda: gr.update(choices=chat_tab.chat_targets(ctx)), None, chat["target"],
                       api_visibility="private")
+        compare_t.select(
+            lambda: (*(gr.update(choices=compare_tab.finished_runs(ctx)) for _ in range(2)),
+                     *(gr.update(choices=[compare_tab.BASE] + compare_tab.finished_runs(ctx)) for _ in range(2)),
+                     gr.update(choices=compare_tab.all_runs(ctx)), compare_tab.win_rates(ctx),
+                     compare_tab.win_rates(ctx)),
+            None, [compare["runs"], compare["eval_run"], compare["left"], compare["right"], compare["pick"],
+                   compare["rates"], compare["rates_plot"]], api_visibility="private")
         share_t.select(lambda: (gr.update(choices=share_tab.shareable_runs(ctx)), share_tab.demos_table(ctx)), None,
                        [share["run"], share["demos"]], api_visibility="private")
         # Fill the Train tab from the default preset when the page loads.

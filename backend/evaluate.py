@@ -1,0 +1,233 @@
+"""Score a run against its base model on held-out examples: did the fine-tune help?
+
+For each validation example (the dataset's ``split == "validation"`` rows; without a split, a seeded sample of the
+training rows, and the result says so) both the base model and the fine-tuned run answer greedily. Scores:
+eval loss and perplexity of the reference answer, ROUGE-L (Google's ``rouge-score``), BLEU and chrF
+(``sacrebleu``), and exact match. One base model is loaded; the adapter is switched off for the base's answers.
+Results go to ``eval.json`` and ``eval_examples.csv`` in the run's folder, so the Runs and Compare tabs and
+``tunedeck eval`` show the same numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from backend.settings import Paths
+from backend.store import JobRecord, Store
+
+METRICS = ("eval_loss", "perplexity", "rougeL", "bleu", "chrf", "exact_match")
+DEFAULT_LIMIT = 64
+
+
+class EvalError(ValueError):
+    pass
+
+
+@dataclass
+class EvalResult:
+    run_id: str
+    base_model: str
+    n_examples: int
+    source: str  # where the examples came from, in words
+    base: dict[str, float]
+    tuned: dict[str, float]
+    seconds: float
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        rows = [f"{self.run_id} on {self.n_examples} examples ({self.source}):",
+                f"{'metric':<12} {'base':>10} {'fine-tuned':>11}"]
+        for m in METRICS:
+            b, t = self.base.get(m), self.tuned.get(m)
+            rows.append(f"{m:<12} {_fmt(b):>10} {_fmt(t):>11}")
+        return "\n".join(rows)
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"
+
+
+# -- pure scoring ------------------------------------------------------------------------------------------------
+
+
+def normalise(text: str) -> str:
+    return re.sub(r"\s+", " ", text.strip().lower())
+
+
+def score_pair(prediction: str, reference: str) -> dict[str, float]:
+    """Sentence-level scores of one answer against its reference (0-100 for BLEU/chrF, 0-1 for the rest)."""
+    import sacrebleu
+    from rouge_score import rouge_scorer
+
+    rouge = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False).score(reference, prediction)["rougeL"].fmeasure
+    return {
+        "rougeL": float(rouge),
+        "bleu": float(sacrebleu.sentence_bleu(prediction, [reference]).score),
+        "chrf": float(sacrebleu.sentence_chrf(prediction, [reference]).score),
+        "exact_match": float(normalise(prediction) == normalise(reference)),
+    }
+
+
+def corpus_scores(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """Corpus BLEU and chrF (sacrebleu's, not a mean of sentences), mean ROUGE-L and exact-match rate."""
+    import sacrebleu
+    from rouge_score import rouge_scorer
+
+    if not predictions:
+        return {}
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    rouge = [scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(predictions, references, strict=True)]
+    return {
+        "rougeL": float(sum(rouge) / len(rouge)),
+        "bleu": float(sacrebleu.corpus_bleu(predictions, [references]).score),
+        "chrf": float(sacrebleu.corpus_chrf(predictions, [references]).score),
+        "exact_match": float(sum(normalise(p) == normalise(r) for p, r in zip(predictions, references, strict=True))
+                             / len(predictions)),
+    }
+
+
+# -- the examples ------------------------------------------------------------------------------------------------
+
+
+def held_out_examples(store: Store, job: JobRecord, limit: int = DEFAULT_LIMIT, seed: int = 0
+                      ) -> tuple[list[tuple[list[dict[str, str]], str]], str]:
+    """([(prompt messages, reference answer)], where they came from)."""
+    import pandas as pd
+
+    record = store.get_dataset(job.dataset_id)
+    if record is None:
+        raise EvalError(f"The dataset of {job.id} ({job.dataset_id}) was deleted, so there is nothing to score on.")
+    frame = pd.read_parquet(record.path)
+    shape = record.info.get("shape", "prompt_response")
+    if shape == "text":
+        raise EvalError("This run was trained on raw text (continued pre-training): there are no prompts and "
+                        "reference answers to score. Its eval loss is in the Runs tab.")
+    if "split" in frame.columns and (frame["split"] == "validation").any():
+        rows, source = frame[frame["split"] == "validation"], "the validation split"
+    else:
+        rows, source = frame, "training rows: the dataset has no validation split, so this measures memorisation"
+    picked = sorted(random.Random(seed).sample(range(len(rows)), min(limit, len(rows))))
+    system = job.config.get("system_prompt", "")
+    out = []
+    for i in picked:
+        row = rows.iloc[i]
+        if shape == "chat":
+            messages = json.loads(row["messages"])
+            last = max(k for k, m in enumerate(messages) if m["role"] == "assistant")
+            out.append((messages[:last], messages[last]["content"]))
+        else:
+            sys_text = row.get("system", "") or system
+            msgs = ([{"role": "system", "content": sys_text}] if sys_text else []) + [
+                {"role": "user", "content": row["prompt"]}]
+            out.append((msgs, row["response"]))
+    return out, source
+
+
+# -- running it --------------------------------------------------------------------------------------------------
+
+
+def reference_loss(loaded: Any, examples: list[tuple[list[dict[str, str]], str]]) -> float:
+    """Token-weighted mean loss of the reference answers given their prompts (prompt tokens masked)."""
+    import torch
+
+    tok, model = loaded.tokenizer, loaded.model
+    total, count = 0.0, 0
+    for prompt, reference in examples:
+        p_ids = tok.apply_chat_template(prompt, add_generation_prompt=True, return_dict=True)["input_ids"]
+        full = tok.apply_chat_template(prompt + [{"role": "assistant", "content": reference}],
+                                       return_dict=True)["input_ids"]
+        labels = [-100] * len(p_ids) + list(full[len(p_ids):])
+        if len(full) <= len(p_ids):
+            continue
+        ids = torch.tensor([full], device=model.device)
+        with torch.inference_mode():
+            logits = model(input_ids=ids).logits[0, :-1].float()
+        target = torch.tensor(labels[1:], device=model.device)
+        loss = torch.nn.functional.cross_entropy(logits, target, ignore_index=-100, reduction="sum")
+        n = int((target != -100).sum())
+        total += float(loss)
+        count += n
+    return total / count if count else float("nan")
+
+
+def evaluate_run(store: Store, paths: Paths, run_id: str, *, limit: int = DEFAULT_LIMIT, max_new_tokens: int = 128,
+                 pool: Any = None) -> EvalResult:
+    from backend.generate import Decoding, ModelPool, generate
+
+    job = store.get_job(run_id)
+    if job is None:
+        raise EvalError(f"There is no run {run_id!r}.")
+    adapter = (job.result or {}).get("adapter_dir")
+    if not adapter:
+        raise EvalError(f"{run_id} has no adapter to evaluate (status {job.status.value}).")
+    t0 = time.monotonic()
+    examples, source = held_out_examples(store, job, limit)
+    pool = pool or ModelPool(paths)
+    answers: dict[str, list[str]] = {}
+    losses: dict[str, float] = {}
+    for side, adapter_dir in (("base", None), ("tuned", adapter)):
+        loaded, mode = pool.use(job.config["base_model"], adapter_dir)
+        # An answer much longer than its reference only lowers its scores: stop at about twice the reference.
+        budgets = [min(max_new_tokens, 2 * len(loaded.tokenizer(r)["input_ids"]) + 8) for _, r in examples]
+        with mode:
+            answers[side] = [generate(loaded, p, decoding=Decoding(max_new_tokens=b))
+                             for (p, _), b in zip(examples, budgets, strict=True)]
+            losses[side] = reference_loss(loaded, examples)
+    refs = [r for _, r in examples]
+    sides = {}
+    for side in ("base", "tuned"):
+        scores = corpus_scores(answers[side], refs)
+        loss = losses[side]
+        sides[side] = {"eval_loss": loss, "perplexity": math.exp(loss) if math.isfinite(loss) else float("nan"),
+                       **scores}
+    rows = []
+    for (prompt, ref), b, t in zip(examples, answers["base"], answers["tuned"], strict=True):
+        sb, st = score_pair(b, ref), score_pair(t, ref)
+        rows.append({"prompt": prompt[-1]["content"], "reference": ref, "base_answer": b, "tuned_answer": t,
+                     **{f"base_{k}": v for k, v in sb.items()}, **{f"tuned_{k}": v for k, v in st.items()}})
+    result = EvalResult(run_id, job.config["base_model"], len(examples), source, sides["base"], sides["tuned"],
+                        round(time.monotonic() - t0, 2), rows)
+    save(result, Path(job.job_dir))
+    return result
+
+
+def save(result: EvalResult, job_dir: Path) -> None:
+    data = asdict(result)
+    examples = data.pop("examples")
+    tmp = job_dir / "eval.json.tmp"
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(job_dir / "eval.json")
+    write_csv(examples, job_dir / "eval_examples.csv")
+
+
+def load_result(job_dir: str | Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((Path(job_dir) / "eval.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def csv_safe(value: Any) -> Any:
+    """Spreadsheet apps run cells starting with = + - @ as formulas: prefix them with ' so they stay text."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        if rows:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            for r in rows:
+                w.writerow({k: csv_safe(v) for k, v in r.items()})
+    tmp.replace(path)

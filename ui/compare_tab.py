@@ -1,0 +1,309 @@
+"""Compare tab: did the fine-tune help? Side-by-side answers, a blind test, scores, and run-to-run differences.
+
+Answers come from the model server (one base model in memory, adapters switched per request). Scoring runs
+``tunedeck eval`` in a child process, because this process never imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from backend import evaluate
+from backend.jobs import JobStatus
+from backend.modelclient import ModelServerError
+from backend.settings import PROJECT_ROOT
+from backend.store import VoteStore
+from ui.context import AppContext
+from ui.style import error_md, ok_md
+
+MAX_COLUMNS = 4
+BASE = "base model"
+
+
+def finished_runs(ctx: AppContext) -> list[str]:
+    return [j.id for j in ctx.store.list_jobs((JobStatus.SUCCEEDED, JobStatus.CANCELLED))
+            if (j.result or {}).get("adapter_dir")]
+
+
+def all_runs(ctx: AppContext) -> list[str]:
+    return [j.id for j in ctx.store.list_jobs()]
+
+
+def _adapters(runs: list[str], ctx: AppContext) -> tuple[str, list[str]]:
+    """(the runs' common base model, their adapter dirs). Raises ValueError with a message for the person."""
+    jobs = [ctx.store.get_job(r) for r in runs]
+    missing = [r for r, j in zip(runs, jobs, strict=True) if j is None or not (j.result or {}).get("adapter_dir")]
+    if missing:
+        raise ValueError(f"No adapter for {', '.join(missing)}: pick finished runs.")
+    bases = sorted({j.config["base_model"] for j in jobs})
+    if len(bases) > 1:
+        raise ValueError(f"These runs have different base models ({', '.join(bases)}): compare runs of one base.")
+    return bases[0], [j.result["adapter_dir"] for j in jobs]
+
+
+def validation_prompts(runs: list[str] | None, ctx: AppContext) -> dict:
+    """Prompts from the first run's held-out examples, to pick from."""
+    if not runs:
+        return gr.update(choices=[], value=None)
+    job = ctx.store.get_job(runs[0])
+    try:
+        examples, _ = evaluate.held_out_examples(ctx.store, job, limit=20) if job else ([], "")
+    except evaluate.EvalError:
+        examples = []
+    return gr.update(choices=[p[-1]["content"] for p, _ in examples], value=None)
+
+
+def side_by_side(runs: list[str] | None, with_base: bool, prompt: str, temperature: float, max_new: float,
+                 seed: float, ctx: AppContext):
+    """Stream the answers of the base (optional) and up to four runs into columns: (status, *column updates)."""
+    runs = list(runs or [])[:MAX_COLUMNS]
+    blank = [gr.update(value="", visible=False, label="") for _ in range(MAX_COLUMNS + 1)]
+    if not runs or not (prompt or "").strip():
+        yield error_md("Pick at least one run and type (or pick) a prompt."), *blank
+        return
+    try:
+        base, adapters = _adapters(runs, ctx)
+    except ValueError as exc:
+        yield error_md(str(exc)), *blank
+        return
+    labels = ([f"{BASE}: {base}"] if with_base else []) + runs
+    columns: list[str | None] = ([None] if with_base else []) + list(adapters)
+    status = ok_md(f"Same prompt, same decoding (temperature {temperature}, seed {int(seed)}), one copy of **{base}** "
+                   "in memory; adapters switched per answer.")
+    try:
+        for texts in ctx.models.compare(base, columns, [{"role": "user", "content": prompt}],
+                                        max_new_tokens=int(max_new), temperature=float(temperature), seed=int(seed)):
+            yield status, *_columns(labels, texts)
+    except ModelServerError as exc:
+        yield error_md(str(exc)), *blank
+
+
+def _columns(labels: list[str], texts: list[str]) -> list[dict]:
+    out = [gr.update(value=t, label=label, visible=True) for label, t in zip(labels, texts, strict=True)]
+    return out + [gr.update(value="", visible=False) for _ in range(MAX_COLUMNS + 1 - len(out))]
+
+
+# -- blind test ----------------------------------------------------------------------------------------------------
+
+
+def blind_pair(left: str | None, right: str | None, prompt: str, ctx: AppContext, rng_seed: int | None = None):
+    """Two answers with hidden labels. Returns (message, answer A, answer B, hidden order as JSON)."""
+    if not left or not right or left == right or not (prompt or "").strip():
+        return error_md("Pick two different contestants and type a prompt."), "", "", ""
+    who = [left, right]
+    runs = [w for w in who if w != BASE]
+    try:
+        base, adapters = _adapters(runs, ctx)
+    except ValueError as exc:
+        return error_md(str(exc)), "", "", ""
+    by_name = dict(zip(runs, adapters, strict=True))
+    random.Random(rng_seed).shuffle(who)
+    columns = [by_name.get(w) for w in who]
+    texts = ["", ""]
+    try:
+        for latest in ctx.models.compare(base, columns, [{"role": "user", "content": prompt}], max_new_tokens=128):
+            texts = latest
+    except ModelServerError as exc:
+        return error_md(str(exc)), "", "", ""
+    hidden = json.dumps({"a": who[0], "b": who[1], "prompt": prompt})
+    return ok_md("Which answer is better? The names are hidden until you vote."), texts[0], texts[1], hidden
+
+
+def vote(choice: str, hidden: str, ctx: AppContext) -> tuple[str, pd.DataFrame, str]:
+    """Record a vote ("A", "B" or "tie"); reveal who was who; return the win-rate table."""
+    if not hidden:
+        return error_md("Get two answers first."), win_rates(ctx), ""
+    h = json.loads(hidden)
+    winner = {"A": h["a"], "B": h["b"]}.get(choice, "tie")
+    VoteStore(ctx.store).add(h["prompt"], h["a"], h["b"], winner)
+    return ok_md(f"Recorded. A was **{h['a']}**, B was **{h['b']}**."), win_rates(ctx), ""
+
+
+def win_rates(ctx: AppContext) -> pd.DataFrame:
+    rows = [{"contestant": k, "win rate": round((v["wins"] + 0.5 * v["ties"]) / v["games"], 3), **v}
+            for k, v in VoteStore(ctx.store).tally().items() if v["games"]]
+    cols = ["contestant", "win rate", "wins", "losses", "ties", "games"]
+    return pd.DataFrame(rows, columns=cols).sort_values("win rate", ascending=False) if rows else pd.DataFrame(columns=cols)
+
+
+# -- scores --------------------------------------------------------------------------------------------------------
+
+
+def run_eval(run: str | None, limit: float, ctx: AppContext):
+    """Score a run and its base on held-out examples (in a child process). Yields (message, scores, examples, csv)."""
+    if not run:
+        yield error_md("Pick a finished run."), None, None, None
+        return
+    yield ok_md(f"Scoring **{run}** and its base model: both answer every held-out example…"), None, None, None
+    env = {**os.environ, "TUNEDECK_HOME": str(ctx.paths.home)}
+    res = subprocess.run([sys.executable, "-m", "backend", "eval", run, "--limit", str(int(limit)), "--json"],
+                         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=3600)
+    if res.returncode != 0:
+        yield error_md(res.stderr.strip().removeprefix("error: ") or "the evaluation failed"), None, None, None
+        return
+    yield show_eval(run, ctx)
+
+
+def show_eval(run: str | None, ctx: AppContext):
+    job = ctx.store.get_job(run) if run else None
+    data = evaluate.load_result(job.job_dir) if job else None
+    if not data:
+        return ("Not scored yet: press *Score*.", None, None, None)
+    def shown(v: Any) -> Any:
+        return float(f"{v:.4g}") if isinstance(v, float) and math.isfinite(v) else v
+
+    table = pd.DataFrame([{"metric": m, "base": shown(data["base"].get(m)), "fine-tuned": shown(data["tuned"].get(m))}
+                          for m in evaluate.METRICS])
+    csv_path = Path(job.job_dir) / "eval_examples.csv"
+    examples = pd.read_csv(csv_path) if csv_path.is_file() else None
+    msg = ok_md(f"**{run}** on {data['n_examples']} examples from {data['source']} ({data['seconds']} s). "
+                "Loss and perplexity: lower is better; the others: higher is better.")
+    return msg, table, examples, str(csv_path) if csv_path.is_file() else None
+
+
+# -- run to run ----------------------------------------------------------------------------------------------------
+
+
+def curves(runs: list[str] | None, ctx: AppContext) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, str | None]:
+    """Overlaid loss curves (train and eval), a metrics table, and a CSV of the curve points."""
+    runs = list(runs or [])
+    points, metrics = [], []
+    for r in runs:
+        job = ctx.store.get_job(r)
+        if job is None:
+            continue
+        for name in ("loss", "eval_loss"):
+            for step, _, value in ctx.store.metrics(r, name):
+                points.append({"run": r, "series": f"{r} {'train' if name == 'loss' else 'eval'}", "step": step,
+                               "loss": value})
+        ev = evaluate.load_result(job.job_dir) or {}
+        losses = ctx.store.metrics(r, "loss")
+        metrics.append({"run": r, "status": job.status.value, "base model": job.config.get("base_model"),
+                        "steps": (job.result or {}).get("steps"),
+                        "final train loss": round(losses[-1][2], 4) if losses else None,
+                        **{f"{k} (tuned)": round(v, 4) for k, v in (ev.get("tuned") or {}).items()
+                           if isinstance(v, (int, float))}})
+    frame = pd.DataFrame(points, columns=["run", "series", "step", "loss"])
+    csv_path = None
+    if runs:
+        csv_path = ctx.paths.home / "exports" / "loss-curves.csv"
+        csv_path.parent.mkdir(parents=True, exist_ok=True)
+        evaluate.write_csv(frame.to_dict("records"), csv_path)
+    return frame, pd.DataFrame(metrics), config_diff(runs, True, ctx), str(csv_path) if csv_path else None
+
+
+def config_diff(runs: list[str] | None, only_differences: bool, ctx: AppContext) -> pd.DataFrame:
+    jobs = [j for j in (ctx.store.get_job(r) for r in (runs or [])) if j is not None]
+    if not jobs:
+        return pd.DataFrame()
+    keys = sorted({k for j in jobs for k in j.config} | {"dataset", "preset"})
+
+    def value(j: Any, k: str) -> Any:
+        return {"dataset": j.dataset_id, "preset": j.preset}.get(k, j.config.get(k))
+
+    rows = []
+    for k in keys:
+        vals = [value(j, k) for j in jobs]
+        if only_differences and len({json.dumps(v, default=str) for v in vals}) == 1:
+            continue
+        rows.append({"setting": k, **{j.id: v for j, v in zip(jobs, vals, strict=True)}})
+    return pd.DataFrame(rows)
+
+
+def render(ctx: AppContext) -> dict:
+    runs_now = finished_runs(ctx)
+    with gr.Accordion("Side by side", open=True):
+        with gr.Row():
+            runs = gr.Dropdown(label="Runs (up to 4, same base model)", choices=runs_now, multiselect=True,
+                               max_choices=MAX_COLUMNS, interactive=True, allow_custom_value=True, scale=3)
+            with_base = gr.Checkbox(label="Also the base model alone", value=True, scale=1)
+        with gr.Row():
+            prompt = gr.Textbox(label="Prompt", placeholder="Type a prompt, or pick one from the validation set",
+                                scale=3)
+            picked = gr.Dropdown(label="…or a held-out prompt", choices=[], interactive=True, scale=2)
+        with gr.Row():
+            temperature = gr.Slider(0, 2, value=0, step=0.05, label="Temperature (0 = greedy)")
+            max_new = gr.Slider(8, 1024, value=128, step=8, label="Max new tokens")
+            seed = gr.Number(value=0, precision=0, label="Seed (same for every column)")
+        go = gr.Button("Answer side by side", variant="primary")
+        sbs_msg = gr.Markdown()
+        with gr.Row():
+            cols = [gr.Textbox(visible=False, lines=8, interactive=False, elem_id=f"answer-{i}")
+                    for i in range(MAX_COLUMNS + 1)]
+    with gr.Accordion("Blind test", open=False):
+        gr.Markdown("Two answers with the names hidden: pick the better one. Votes build a win rate per model.")
+        with gr.Row():
+            left = gr.Dropdown(label="Contestant 1", choices=[BASE] + runs_now, interactive=True,
+                               allow_custom_value=True)
+            right = gr.Dropdown(label="Contestant 2", choices=[BASE] + runs_now, interactive=True,
+                                allow_custom_value=True)
+        blind_prompt = gr.Textbox(label="Prompt")
+        ask = gr.Button("Get two answers")
+        blind_msg = gr.Markdown()
+        with gr.Row():
+            ans_a = gr.Textbox(label="Answer A", lines=6, interactive=False)
+            ans_b = gr.Textbox(label="Answer B", lines=6, interactive=False)
+        hidden = gr.Textbox(visible=False)
+        with gr.Row():
+            vote_a, vote_tie, vote_b = gr.Button("A is better"), gr.Button("Tie"), gr.Button("B is better")
+        rates = gr.Dataframe(label="Win rates", interactive=False)
+        rates_plot = gr.BarPlot(x="contestant", y="win rate", y_lim=[0, 1], height=220, buttons=["export"])
+    with gr.Accordion("Scores on held-out examples", open=False):
+        with gr.Row():
+            eval_run = gr.Dropdown(label="Run to score", choices=runs_now, interactive=True, allow_custom_value=True)
+            limit = gr.Slider(4, 256, value=32, step=4, label="Examples")
+        score = gr.Button("Score (base vs fine-tuned)")
+        eval_msg = gr.Markdown()
+        scores = gr.Dataframe(label="Scores", interactive=False)
+        examples = gr.Dataframe(label="Per example (click a column header to sort)", interactive=False, wrap=True,
+                                max_height=320)
+        examples_csv = gr.File(label="Per-example table (CSV)", interactive=False, height=80)
+    with gr.Accordion("Compare runs", open=False):
+        pick = gr.Dropdown(label="Runs", choices=all_runs(ctx), multiselect=True, interactive=True,
+                           allow_custom_value=True)
+        overlay = gr.LinePlot(x="step", y="loss", color="series", title="Loss (train and eval)", height=300,
+                              buttons=["fullscreen", "export"])
+        curves_csv = gr.File(label="Curve data (CSV)", interactive=False, height=80)
+        metrics_table = gr.Dataframe(label="Metrics", interactive=False)
+        only_diff = gr.Checkbox(label="Only settings that differ", value=True)
+        diff = gr.Dataframe(label="Settings", interactive=False)
+
+    def answer(*args: Any):
+        yield from side_by_side(*args, ctx=ctx)
+
+    def score_run(run: str | None, n: float):
+        yield from run_eval(run, n, ctx)
+
+    runs.change(lambda r: validation_prompts(r, ctx), runs, picked, api_visibility="private")
+    picked.change(lambda p: p or gr.update(), picked, prompt, api_visibility="private")
+    go.click(answer, [runs, with_base, prompt, temperature, max_new, seed],
+             [sbs_msg, *cols], api_name="side_by_side")
+    ask.click(lambda a, b, p: blind_pair(a, b, p, ctx), [left, right, blind_prompt], [blind_msg, ans_a, ans_b, hidden],
+              api_name="blind_pair")
+
+    def voted(choice: str):
+        def fn(h: str):
+            msg, table, cleared = vote(choice, h, ctx)
+            return msg, table, table, cleared
+        return fn
+
+    for btn, choice in ((vote_a, "A"), (vote_b, "B"), (vote_tie, "tie")):
+        btn.click(voted(choice), hidden, [blind_msg, rates, rates_plot, hidden], api_name=f"vote_{choice.lower()}")
+    score.click(score_run, [eval_run, limit],
+                [eval_msg, scores, examples, examples_csv], api_name="evaluate")
+    eval_run.change(lambda r: show_eval(r, ctx), eval_run, [eval_msg, scores, examples, examples_csv],
+                    api_name="eval_results")
+    pick.change(lambda r: curves(r, ctx), pick, [overlay, metrics_table, diff, curves_csv], api_name="compare_runs")
+    only_diff.change(lambda r, o: config_diff(r, o, ctx), [pick, only_diff], diff, api_visibility="private")
+    return {"runs": runs, "left": left, "right": right, "eval_run": eval_run, "pick": pick, "rates": rates,
+            "rates_plot": rates_plot}
