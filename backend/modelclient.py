@@ -17,6 +17,8 @@ from typing import Any
 
 from backend.settings import PROJECT_ROOT, Paths
 
+WAITING = -1  # the column number of "your request waits because..." messages
+
 
 class ModelServerError(RuntimeError):
     pass
@@ -58,6 +60,9 @@ class ModelClient:
         texts = ["" for _ in adapters]
         for column, piece in self._request({"base_model": base_model, "adapters": adapters, "messages": messages,
                                             **decoding}):
+            if column == WAITING:
+                yield [f"⏳ {piece}" for _ in adapters]
+                continue
             texts[column] += piece
             yield list(texts)
 
@@ -76,16 +81,20 @@ class ModelClient:
     ) -> Iterator[str]:
         """Yield the reply so far, growing piece by piece. Closing the iterator early stops the generation."""
         text = ""
-        for _, piece in self._request({
+        for column, piece in self._request({
             "base_model": base_model, "adapter_dir": adapter_dir, "messages": messages,
             "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p,
             "repetition_penalty": repetition_penalty, "stop": stop or [], "seed": seed,
         }):
+            if column == WAITING:
+                yield f"⏳ {piece}"
+                continue
             text += piece
             yield text
 
     def _request(self, req: dict[str, Any]) -> Iterator[tuple[int, str]]:
-        """Send one request; yield (column, piece) until it is done. Closing early cancels it in the server."""
+        """Send one request; yield (column, piece) until it is done, or (WAITING, why) while it waits for the GPU.
+        Closing early cancels it in the server."""
         with self._lock:
             proc = self._ensure()
             rid = next(self._ids)
@@ -101,6 +110,8 @@ class ModelClient:
                         continue
                     if "delta" in msg:
                         yield msg.get("column", 0), msg["delta"]
+                    elif "wait" in msg:
+                        yield WAITING, msg["wait"]
                     elif "error" in msg:
                         finished = True
                         raise ModelServerError(msg["error"])

@@ -17,12 +17,65 @@ import os
 import queue
 import sys
 import threading
+import time
+from pathlib import Path
 from typing import Any
 
 from backend.logs import quiet_hf
 from backend.settings import Paths
 
 log = logging.getLogger("backend.modelserver")
+WAIT_POLL_S = 5.0
+
+
+def gpu_wait_message(needed_bytes: int, free_bytes: int, training_job: str | None) -> str | None:
+    """Why a request must wait for the GPU, or None. Pure: the policy, tested without a GPU.
+
+    Only a running training job is waited for: it will end and free its memory. If nothing else holds the GPU,
+    loading goes ahead (and an out-of-memory error is reported with its fix, as for training).
+    """
+    if training_job is None or needed_bytes <= free_bytes:
+        return None
+    gib = 1024**3
+    return (f"The GPU is busy training {training_job}: this model needs about {needed_bytes / gib:.1f} GB and "
+            f"{free_bytes / gib:.1f} GB are free. Your request waits and starts when the training ends "
+            "(or cancel that run in the Runs tab).")
+
+
+def _model_bytes(base_model: str, paths: Paths) -> int:
+    """Weights on disk x 1.2 (activations, KV cache, CUDA context): a floor, not an exact figure."""
+    from backend import models
+
+    ref = models.resolve(base_model, paths)
+    folder = Path(ref.location) if ref.kind != "hub" else None
+    if folder is None:
+        cfg = models.hub_cached_file(ref.location, "config.json")
+        folder = Path(cfg).parent if cfg else None
+    if folder is None or not folder.is_dir():
+        return 0
+    size = sum(f.stat().st_size for f in folder.iterdir() if f.suffix in (".safetensors", ".bin"))
+    return int(size * 1.2)
+
+
+def _wait_for_gpu(base_model: str, paths: Paths, notify, cancelled) -> None:
+    """Block (telling the client why) while a training job holds the GPU memory this model needs."""
+    import torch
+
+    from backend.jobs import JobStatus
+    from backend.store import Store
+
+    if not torch.cuda.is_available():
+        return
+    needed = _model_bytes(base_model, paths)
+    store = Store(paths.db)
+    while not cancelled():
+        running = store.list_jobs((JobStatus.RUNNING,))
+        free, _ = torch.cuda.mem_get_info()
+        message = gpu_wait_message(needed, free, running[0].id if running else None)
+        if message is None:
+            return
+        notify(message)
+        time.sleep(WAIT_POLL_S)
 
 
 def serve(stdin: Any = None, stdout: Any = None) -> None:
@@ -77,6 +130,9 @@ def serve(stdin: Any = None, stdout: Any = None) -> None:
             )
             # "adapters": several columns (None = the base alone) answered in turn by one base model in memory.
             columns = req["adapters"] if "adapters" in req else [req.get("adapter_dir") or None]
+            if pool.loaded is None or pool.loaded.base_model != req["base_model"]:
+                _wait_for_gpu(req["base_model"], paths, lambda m, rid=rid: send({"id": rid, "wait": m}),
+                              lambda rid=rid: rid in cancelled)
             for col, adapter in enumerate(columns):
                 loaded, mode = pool.use(req["base_model"], adapter)
                 with mode:

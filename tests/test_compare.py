@@ -132,3 +132,13 @@ def test_config_diff_shows_only_what_differs(store: Store, paths: Paths) -> None
     diff = config_diff(["run-a", "run-b"], True, ctx)
     assert list(diff["setting"]) == ["learning_rate"]
     assert set(config_diff(["run-a", "run-b"], False, ctx)["setting"]) >= {"learning_rate", "lora_r", "dataset"}
+
+
+def test_a_request_waits_only_for_a_training_job_that_holds_the_memory_it_needs() -> None:
+    from backend.modelserver import gpu_wait_message
+
+    gib = 1024**3
+    assert gpu_wait_message(16 * gib, 4 * gib, None) is None  # nothing to wait for: load and report any OOM
+    assert gpu_wait_message(2 * gib, 4 * gib, "run-x") is None  # fits beside the training job
+    msg = gpu_wait_message(16 * gib, 4 * gib, "run-x")
+    assert "busy training run-x" in msg and "16.0 GB" in msg and "4.0 GB are free" in msg and "waits" in msg
