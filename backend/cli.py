@@ -1,10 +1,10 @@
 """The ``tunedeck`` command line (also ``python -m backend``). Every action of the web UI is here too.
 
     tunedeck serve [--host H] [--port P]
-    tunedeck data add FILE [--name N] [--prompt-col C] [--response-col C]
-    tunedeck data list
+    tunedeck data add FILE [--name N] [--shape S] [--prompt-col C] [--response-col C] [--system-col C] ...
+    tunedeck data list | show DATASET | rename DATASET NEW | rm DATASET | export DATASET FILE.csv
     tunedeck train DATASET --preset P [--set key=value ...] [--wait]
-    tunedeck jobs | show JOB | cancel JOB
+    tunedeck jobs | show JOB | cancel JOB | resume JOB [--set key=value ...] [--wait]
     tunedeck generate (JOB | --base MODEL) --prompt TEXT [--max-new-tokens N] [--temperature T]
 
 Every command takes ``--json``. Failures exit non-zero with the message on stderr. It works with or without the app
@@ -22,7 +22,7 @@ from typing import Any
 
 from backend import views
 from backend.config import ConfigError, RunConfig, coerce_setting
-from backend.data import DataError, import_dataset
+from backend.data import DataError, ImportReport, import_dataset, mapping_text
 from backend.demo import DemoError
 from backend.evaluate import EvalError
 from backend.export import ExportError
@@ -59,21 +59,97 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_data_add(args: argparse.Namespace) -> int:
     paths, store, _ = _ctx()
+    cols = {"prompt": args.prompt_col, "response": args.response_col, "system": args.system_col,
+            "context": args.context_col, "messages": args.messages_col, "text": args.text_col}
+    mapping = {k: (None if v.lower() == "none" else v) for k, v in cols.items() if v is not None}
+    show_progress = sys.stderr.isatty() and not args.json
+    last = [-1]
+
+    def progress(fraction: float, message: str) -> None:
+        pct = int(fraction * 100)
+        if show_progress and pct != last[0]:
+            last[0] = pct
+            print(f"\r{message}: {pct}%   ", end="" if pct < 100 else "\n", file=sys.stderr, flush=True)
+
     record, report = import_dataset(
-        store, paths, args.file, name=args.name, prompt_col=args.prompt_col, response_col=args.response_col
+        store, paths, args.file, name=args.name, shape=args.shape, mapping=mapping, sheet=args.sheet,
+        validation="none" if args.no_validation else "auto", validation_file=args.validation_file, seed=args.seed,
+        model=args.model if args.max_length else None, max_length=args.max_length, over_length=args.over_length,
+        system_prompt=args.system_prompt, progress=progress,
     )
-    view = views.dataset_view(record) | {"report": report.__dict__}
-    m = record.info["mapping"]
-    _out(args, view, f"Added dataset {record.name} ({record.id}): prompt={m['prompt']!r} response={m['response']!r}. "
-                     f"{report.summary()}")
+    view = views.dataset_view(record) | {"report": report.as_dict()}
+    _out(args, view, f"Added dataset {record.name} ({record.id}), shape {record.info['shape']}: "
+                     f"{mapping_text(record)}. {report.summary()}"
+                     + "".join(f"\nnote: {n}" for n in report.notes))
     return 0
 
 
 def cmd_data_list(args: argparse.Namespace) -> int:
     _, store, _ = _ctx()
     rows = [views.dataset_view(d) for d in store.list_datasets()]
-    lines = [f"{r['name']:<28} {r['id']:<12} {r['rows']:>7} rows  from {r['source_file']}" for r in rows]
+    lines = [f"{r['name']:<28} {r['id']:<12} {r['shape']:<16} {r['rows']:>8} rows  from {r['source_file']}"
+             for r in rows]
     _out(args, rows, "\n".join(lines) if lines else "No datasets yet. Add one with: tunedeck data add FILE.csv")
+    return 0
+
+
+def cmd_data_show(args: argparse.Namespace) -> int:
+    from backend.data import first_rows, get_dataset
+
+    paths, store, _ = _ctx()
+    record = get_dataset(store, args.dataset)
+    view = views.dataset_view(record)
+    view["report"] = record.info.get("report", {})
+    frame = first_rows(record, args.rows)
+    view["examples"] = frame.to_dict("records")
+    text = [f"{record.name} ({record.id}): {record.n_rows} rows, shape {view['shape']}, from {record.source_file}",
+            f"mapping: {mapping_text(record)}", f"sha256: {view['sha256']}",
+            ImportReport.from_dict(view["report"]).summary() if view["report"] else ""]
+    if args.model:
+        from backend.chatformat import ChatFormat
+        from backend.report import token_report
+
+        fmt = ChatFormat.load(args.model, paths)
+        tokens = token_report(record, fmt, system_prompt=args.system_prompt, max_length=args.max_length)
+        view["tokens"] = tokens.as_dict()
+        text.append(tokens.summary())
+        if len(frame):
+            encoded = fmt.encode(record.info["shape"], frame.iloc[0].to_dict(), args.system_prompt)
+            view["rendered_example"] = [{"text": t, "trained": tr} for t, tr in encoded.segments()]
+            text.append("The first example as the model sees it ([[...]] is trained on):")
+            text.append("".join(f"[[{t}]]" if tr else t for t, tr in encoded.segments()))
+    else:
+        for row in view["examples"]:
+            text.append("  " + " | ".join(f"{k}={str(v)[:60]!r}" for k, v in row.items()))
+    _out(args, view, "\n".join(t for t in text if t))
+    return 0
+
+
+def cmd_data_rename(args: argparse.Namespace) -> int:
+    from backend.data import rename_dataset
+
+    _, store, _ = _ctx()
+    record = rename_dataset(store, args.dataset, args.new_name)
+    _out(args, views.dataset_view(record), f"Renamed to {record.name} ({record.id}).")
+    return 0
+
+
+def cmd_data_rm(args: argparse.Namespace) -> int:
+    from backend.data import delete_dataset
+
+    paths, store, _ = _ctx()
+    record = delete_dataset(store, paths, args.dataset)
+    _out(args, {"deleted": record.id, "name": record.name}, f"Deleted dataset {record.name} ({record.id}).")
+    return 0
+
+
+def cmd_data_export(args: argparse.Namespace) -> int:
+    from backend.data import export_csv, get_dataset
+
+    _, store, _ = _ctx()
+    record = get_dataset(store, args.dataset)
+    target = export_csv(record, args.target)
+    _out(args, {"dataset": record.id, "file": str(target)}, f"Wrote {record.n_rows} rows to {target}.")
     return 0
 
 
@@ -136,6 +212,14 @@ def cmd_show(args: argparse.Namespace) -> int:
         text.append(f"worker pid: {detail['pid']}")
     if detail["adapter_dir"]:
         text.append(f"adapter: {detail['adapter_dir']}")
+    for key, label in (("resumed_from", "resumes"), ("retry_of", "retries (out of GPU memory)")):
+        if detail.get(key):
+            text.append(f"{label}: {detail[key]}")
+    if detail.get("tokens_per_s"):
+        text.append(f"speed: {detail['tokens_per_s']:,.0f} tokens/s" +
+                    (f", peak GPU memory {detail['peak_gpu_gb']:.2f} GB" if detail.get("peak_gpu_gb") else ""))
+    if detail.get("resumable"):
+        text.append(f"resume from its last checkpoint with: tunedeck resume {job.id}")
     text.append(f"log: {job.job_dir}/worker.log")
     _out(args, detail, "\n".join(text))
     return 0
@@ -158,6 +242,33 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     _out(args, view, f"{job.id}: {views.status_line(view)}" if job.status.is_terminal
          else f"{job.id}: cancel requested; it stops after the current step.")
     return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from backend.manager import ResumeError
+
+    paths, store, manager = _ctx()
+    changes = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise CliError(f"--set {item!r}: expected key=value, e.g. --set max_steps=200")
+        changes[key.strip()] = coerce_setting(key.strip(), value.strip())
+    try:
+        job = manager.resume(args.job, changes)
+    except ResumeError as exc:
+        raise CliError(str(exc)) from None
+    ensure_scheduler(paths)
+    points = store.metrics(job.id, "loss")
+    print(f"Queued {job.id}, continuing {args.job} from its checkpoint at step {points[-1][0] if points else 0}.",
+          file=sys.stderr)
+    while args.wait and not job.status.is_terminal:
+        time.sleep(1.0)
+        ensure_scheduler(paths)
+        job = _job(store, job.id)
+    view = views.job_detail(store, job) if args.wait else views.job_view(store, job)
+    _out(args, view, f"{job.id}: {views.status_line(view)}")
+    return 0 if not args.wait or job.status is JobStatus.SUCCEEDED else 1
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -313,14 +424,43 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_serve)
 
     d = sub.add_parser("data", parents=[common], help="datasets").add_subparsers(dest="data_cmd", required=True)
-    da = d.add_parser("add", parents=[common], help="import a CSV file as a dataset")
+    da = d.add_parser("add", parents=[common], help="import a CSV/TSV, Excel, JSON, JSONL or Parquet file as a dataset")
     da.add_argument("file")
     da.add_argument("--name")
-    da.add_argument("--prompt-col")
-    da.add_argument("--response-col")
+    da.add_argument("--shape", choices=["prompt_response", "chat", "text"], help="default: detected from the file")
+    for col, what in (("prompt", "the prompt"), ("response", "the response"), ("system", "a system prompt"),
+                      ("context", "a context/input added to the prompt"), ("messages", "the conversations (chat)"),
+                      ("text", "the text (plain-text shape)")):
+        da.add_argument(f"--{col}-col", metavar="COLUMN", help=f"column with {what}; 'none' for no column")
+    da.add_argument("--sheet", help="Excel: the sheet to read (default: the first)")
+    da.add_argument("--validation-file", metavar="FILE", help="a separate validation file with the same columns")
+    da.add_argument("--no-validation", action="store_true", help="no automatic validation split")
+    da.add_argument("--seed", type=int, default=42, help="seed of the automatic validation split")
+    da.add_argument("--model", default="tiny-offline", help="the tokenizer that measures lengths (with --max-length)")
+    da.add_argument("--max-length", type=int, help="measure every example and handle longer ones (see --over-length)")
+    da.add_argument("--over-length", choices=["truncate", "drop"], default="truncate")
+    da.add_argument("--system-prompt", default="", help="used where a row has no system prompt (for measuring)")
     da.set_defaults(func=cmd_data_add)
     dl = d.add_parser("list", parents=[common], help="list datasets")
     dl.set_defaults(func=cmd_data_list)
+    dsh = d.add_parser("show", parents=[common], help="a dataset's mapping, report and first rows")
+    dsh.add_argument("dataset", help="dataset name or id")
+    dsh.add_argument("--rows", type=int, default=5)
+    dsh.add_argument("--model", help="also count tokens and show the first example rendered for this model")
+    dsh.add_argument("--max-length", type=int)
+    dsh.add_argument("--system-prompt", default="")
+    dsh.set_defaults(func=cmd_data_show)
+    dr = d.add_parser("rename", parents=[common], help="rename a dataset")
+    dr.add_argument("dataset")
+    dr.add_argument("new_name")
+    dr.set_defaults(func=cmd_data_rename)
+    drm = d.add_parser("rm", parents=[common], help="delete a dataset (refused while a queued or running job uses it)")
+    drm.add_argument("dataset")
+    drm.set_defaults(func=cmd_data_rm)
+    de = d.add_parser("export", parents=[common], help="write a dataset as CSV (formula-like cells escaped)")
+    de.add_argument("dataset")
+    de.add_argument("target", metavar="FILE.csv")
+    de.set_defaults(func=cmd_data_export)
 
     t = sub.add_parser("train", parents=[common], help="queue a training job")
     t.add_argument("dataset", help="dataset name or id")
@@ -338,6 +478,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("job")
     c.add_argument("--timeout", type=float, default=60, help="seconds to wait for it to stop")
     c.set_defaults(func=cmd_cancel)
+    r = sub.add_parser("resume", parents=[common],
+                       help="continue a cancelled, failed or crashed job from its last checkpoint (as a new job)")
+    r.add_argument("job")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="change a setting, e.g. max_steps (repeatable)")
+    r.add_argument("--wait", action="store_true", help="wait for it; exit 0 only if it succeeded")
+    r.set_defaults(func=cmd_resume)
 
     g = sub.add_parser("generate", parents=[common], help="ask a fine-tuned run or a base model")
     who = g.add_mutually_exclusive_group(required=True)

@@ -120,3 +120,17 @@ def tokenizer_file(ref: ModelRef) -> str | None:
         return hub_cached_file(ref.location, "tokenizer.json")
     f = Path(ref.location) / "tokenizer.json"
     return str(f) if f.is_file() else None
+
+
+def build_tiny(paths: Paths) -> None:
+    """Build tiny-offline in a child interpreter: the web UI process must not import torch."""
+    import subprocess
+    import sys
+
+    from backend.settings import PROJECT_ROOT
+
+    subprocess.run(
+        [sys.executable, "-c", "import sys; from backend.tinymodel import build; build(sys.argv[1])",
+         str(tiny_model_dir(paths))],
+        check=True, cwd=str(PROJECT_ROOT), capture_output=True, timeout=300,
+    )

@@ -18,7 +18,11 @@ from typing import Any
 
 from backend.jobs import JobStatus, check_transition
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3
+
+
+class DatasetGone(KeyError):
+    """A job was queued on a dataset that was deleted in the meantime."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -100,6 +104,8 @@ class JobRecord:
     finished: float | None
     cancel_requested: bool
     result: dict[str, Any] = field(default_factory=dict)
+    resumed_from: str = ""  # the job this one continues from its checkpoint ("" if none)
+    retry_of: str = ""  # the job that ran out of GPU memory and this one retries with a smaller batch
 
 
 @dataclass(frozen=True)
@@ -149,6 +155,20 @@ class Store:
                 f"{SCHEMA_VERSION}). Upgrade TuneDeck, or point TUNEDECK_HOME at another folder."
             )
         # Future migrations go here, one `if version < N:` block each, so old runs and datasets stay readable.
+        if version < 2:
+            # Datasets get their content hash as a column (it was only inside info), to find identical versions.
+            cols = {r["name"] for r in c.execute("PRAGMA table_info(datasets)").fetchall()}
+            if "sha256" not in cols:
+                c.execute("ALTER TABLE datasets ADD COLUMN sha256 TEXT NOT NULL DEFAULT ''")
+            c.execute("UPDATE datasets SET sha256 = COALESCE(json_extract(info, '$.sha256'), '') WHERE sha256 = ''")
+            c.execute("CREATE INDEX IF NOT EXISTS datasets_sha256 ON datasets (sha256)")
+        if version < 3:
+            # Jobs that continue another: resumed by the person (resumed_from) or retried after running out of GPU
+            # memory (retry_of). Idempotent, so it is safe whichever blocks ran before.
+            cols = {r["name"] for r in c.execute("PRAGMA table_info(jobs)").fetchall()}
+            for col in ("resumed_from", "retry_of"):
+                if col not in cols:
+                    c.execute(f"ALTER TABLE jobs ADD COLUMN {col} TEXT NOT NULL DEFAULT ''")
         c.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     # -- datasets -------------------------------------------------------------------------------------------
@@ -156,9 +176,44 @@ class Store:
     def add_dataset(self, rec: DatasetRecord) -> None:
         with self._tx() as c:
             c.execute(
-                "INSERT INTO datasets VALUES (?,?,?,?,?,?,?)",
-                (rec.id, rec.name, rec.created, rec.source_file, rec.path, rec.n_rows, json.dumps(rec.info)),
+                "INSERT INTO datasets (id, name, created, source_file, path, n_rows, info, sha256) "
+                "VALUES (?,?,?,?,?,?,?,?)",
+                (rec.id, rec.name, rec.created, rec.source_file, rec.path, rec.n_rows, json.dumps(rec.info),
+                 str(rec.info.get("sha256", ""))),
             )
+
+    def datasets_with_hash(self, sha256: str) -> list[DatasetRecord]:
+        """Dataset versions with exactly this content (oldest first)."""
+        with self._conn() as c:
+            rows = c.execute("SELECT * FROM datasets WHERE sha256=? ORDER BY created", (sha256,)).fetchall()
+        return [_dataset(r) for r in rows]
+
+    def rename_dataset(self, dataset_id: str, new_name: str) -> DatasetRecord:
+        """Raises sqlite3.IntegrityError when the name is taken, KeyError when there is no such dataset."""
+        with self._tx() as c:
+            if c.execute("UPDATE datasets SET name=? WHERE id=?", (new_name, dataset_id)).rowcount == 0:
+                raise KeyError(dataset_id)
+        rec = self.get_dataset(dataset_id)
+        assert rec is not None
+        return rec
+
+    def delete_dataset(self, dataset_id: str, unless_used_by: tuple[JobStatus, ...]) -> list[str]:
+        """Delete the record unless a job in one of ``unless_used_by`` uses it (checked in the same transaction).
+
+        Returns the ids of the jobs that block it (nothing is deleted then); an empty list means deleted.
+        """
+        with self._tx() as c:
+            if unless_used_by:
+                marks = ",".join("?" * len(unless_used_by))
+                blocking = c.execute(
+                    f"SELECT id FROM jobs WHERE dataset_id=? AND status IN ({marks}) ORDER BY seq",
+                    (dataset_id, *[s.value for s in unless_used_by]),
+                ).fetchall()
+                if blocking:
+                    return [r["id"] for r in blocking]
+            if c.execute("DELETE FROM datasets WHERE id=?", (dataset_id,)).rowcount == 0:
+                raise KeyError(dataset_id)
+        return []
 
     def list_datasets(self) -> list[DatasetRecord]:
         with self._conn() as c:
@@ -177,12 +232,19 @@ class Store:
 
     # -- jobs -----------------------------------------------------------------------------------------------
 
-    def add_job(self, job_id: str, dataset_id: str, preset: str, config: dict[str, Any], job_dir: str) -> None:
+    def add_job(self, job_id: str, dataset_id: str, preset: str, config: dict[str, Any], job_dir: str, *,
+                resumed_from: str = "", retry_of: str = "") -> None:
+        """Raises DatasetGone when the dataset no longer exists: checked in the insert's own transaction, so a
+        dataset deleted at the same moment can never leave a queued job that points at nothing."""
         with self._tx() as c:
-            c.execute(
-                "INSERT INTO jobs (id, created, dataset_id, preset, config, job_dir, status) VALUES (?,?,?,?,?,?,?)",
-                (job_id, time.time(), dataset_id, preset, json.dumps(config), job_dir, JobStatus.QUEUED.value),
+            cur = c.execute(
+                "INSERT INTO jobs (id, created, dataset_id, preset, config, job_dir, status, resumed_from, retry_of) "
+                "SELECT ?,?,?,?,?,?,?,?,? WHERE EXISTS (SELECT 1 FROM datasets WHERE id=?)",
+                (job_id, time.time(), dataset_id, preset, json.dumps(config), job_dir, JobStatus.QUEUED.value,
+                 resumed_from, retry_of, dataset_id),
             )
+            if cur.rowcount == 0:
+                raise DatasetGone(dataset_id)
 
     def get_job(self, job_id: str) -> JobRecord | None:
         with self._conn() as c:
@@ -270,6 +332,37 @@ class Store:
             with self._tx() as c:
                 c.executemany("INSERT INTO metrics VALUES (?,?,?,?,?)", rows)
 
+    def record_step(self, job_id: str, step: int, total_steps: int | None, eta_s: float | None,
+                    values: dict[str, float], at: float | None = None) -> None:
+        """The step's metrics, and its progress unless total_steps is None, in one transaction (the worker's metrics
+        writer calls this once a logged step; ``at``: when the step ended, if it is written later)."""
+        now = time.time() if at is None else at
+        with self._tx() as c:
+            if total_steps is not None:
+                c.execute("INSERT OR REPLACE INTO progress VALUES (?,?,?,?,?)",
+                          (job_id, step, total_steps, eta_s, now))
+            c.executemany("INSERT INTO metrics VALUES (?,?,?,?,?)",
+                          [(job_id, step, k, float(v), now) for k, v in values.items()])
+
+    def last_metrics(self, job_id: str, names: tuple[str, ...]) -> dict[str, float]:
+        """The latest value of each of these metrics (those the job has), in one query."""
+        marks = ",".join("?" * len(names))
+        with self._conn() as c:
+            rows = c.execute(
+                f"SELECT name, value FROM metrics WHERE job_id=? AND name IN ({marks}) ORDER BY step, rowid",
+                (job_id, *names),
+            ).fetchall()
+        return {r["name"]: r["value"] for r in rows}
+
+    def copy_metrics(self, from_job: str, to_job: str, up_to_step: int) -> int:
+        """Give a resumed job the points of the run it continues, up to the checkpoint it starts from."""
+        with self._tx() as c:
+            cur = c.execute(
+                "INSERT INTO metrics SELECT ?, step, name, value, time FROM metrics WHERE job_id=? AND step<=? "
+                "ORDER BY step, rowid", (to_job, from_job, up_to_step),
+            )
+            return cur.rowcount
+
     def metrics(self, job_id: str, name: str | None = None) -> list[tuple[int, str, float]]:
         """(step, name, value) rows in step order."""
         with self._conn() as c:
@@ -343,4 +436,6 @@ def _job(r: sqlite3.Row) -> JobRecord:
         finished=r["finished"],
         cancel_requested=bool(r["cancel_requested"]),
         result=json.loads(r["result"]),
+        resumed_from=r["resumed_from"] if "resumed_from" in r.keys() else "",
+        retry_of=r["retry_of"] if "retry_of" in r.keys() else "",
     )

@@ -42,16 +42,23 @@ def test_sample_file_imports_as_a_dataset(store: Store, paths: Paths):
     record, report = import_dataset(store, paths, SAMPLE_CSV)
     assert record.name == "capitals"  # from the file name
     assert record.n_rows == report.rows_kept == report.rows_in_file == 32
-    assert record.info["mapping"] == {"prompt": "question", "response": "answer", "system": None}
+    assert record.info["mapping"] == {
+        "prompt": "question",
+        "response": "answer",
+        "system": None,
+        "context": None,
+    }
+    assert record.info["shape"] == "prompt_response"
     assert store.get_dataset("capitals") == record
     assert store.get_dataset(record.id) == record
     frame = load_examples(record)
-    assert list(frame.columns) == ["prompt", "response", "system", "source_row"]
+    assert list(frame.columns) == ["prompt", "response", "system", "source_row", "split"]
     assert frame.iloc[0].to_dict() == {
         "prompt": "What is the capital of France?",
         "response": "The capital of France is Paris.",
         "system": "",
         "source_row": 2,
+        "split": "train",  # 32 rows: too few for an automatic validation split
     }
     assert record.path.startswith(str(paths.datasets / record.id))
     assert list(paths.tmp.iterdir()) == []
@@ -103,7 +110,7 @@ def test_utf8_bom_is_not_part_of_the_first_column_name(store, paths, csv_file):
 
 
 def test_cp1252_file_from_excel_keeps_its_accents(store, paths, csv_file):
-    f = csv_file("question,answer\nCafé or thé?,Crème brûlée – always.\n".encode("cp1252"))
+    f = csv_file("question,answer\nCafé or thé?,Crème brûlée – always.\nÇa va?,Très bien.\n".encode("cp1252"))
     record, _ = import_dataset(store, paths, f)
     frame = load_examples(record)
     assert frame.iloc[0]["prompt"] == "Café or thé?"
@@ -119,14 +126,14 @@ def test_utf16_unicode_text_export(store, paths, csv_file):
 
 
 def test_values_are_trimmed_and_a_system_column_is_kept(store, paths, csv_file):
-    f = csv_file("prompt,response,system\n  Hi  , Hello! ,Be kind.\n")
+    f = csv_file("prompt,response,system\n  Hi  , Hello! ,Be kind.\nBye,Bye!,\n")
     record, _ = import_dataset(store, paths, f, system_col="system")
     row = load_examples(record).iloc[0]
     assert (row["prompt"], row["response"], row["system"]) == ("Hi", "Hello!", "Be kind.")
 
 
 def test_name_and_mapping_can_be_chosen(store, paths, csv_file):
-    f = csv_file("a,b,c\nx?,y,z\n")
+    f = csv_file("a,b,c\nx?,y,z\nx2?,y2,z2\n")
     record, _ = import_dataset(store, paths, f, name="My data (v2)", prompt_col="c", response_col="a")
     assert record.name == "My-data-v2"
     row = load_examples(record).iloc[0]
@@ -167,10 +174,13 @@ def test_rows_with_empty_prompt_or_response_are_skipped_and_counted(store, paths
 
 
 def test_many_skipped_rows_are_sampled(store, paths, csv_file):
-    f = csv_file("question,answer\nq?,a\n" + "q?,\n" * 15)
+    f = csv_file("question,answer\nq1?,a\nq2?,b\n" + "q?,\n" * 15)
     _, report = import_dataset(store, paths, f)
-    assert report.empty_rows_sample == list(range(3, 13))
-    assert report.summary().endswith("(rows 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, ...).")
+    assert report.empty_rows_sample == list(range(4, 14))
+    assert report.summary() == (
+        "2 of 17 rows kept; 15 skipped because the prompt or response was empty "
+        "(rows 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, ...)."
+    )
 
 
 def test_all_rows_empty_is_refused(store, paths, csv_file):
@@ -209,17 +219,21 @@ def test_header_only(store, paths, csv_file):
     assert "the file has a header but no example rows" in msg
 
 
-def test_single_column(store, paths, csv_file):
-    msg = import_fails(store, paths, csv_file("text\nhello there\ngeneral kenobi\n"))
+def test_single_column_is_plain_text_but_not_prompt_response(store, paths, csv_file):
+    f = csv_file("text\nhello there\ngeneral kenobi\n")
+    assert inspect_file(f).shape == "text"
+    msg = import_fails(store, paths, f, shape="prompt_response")
     assert "found only one column ('text')" in msg
     assert "needs a prompt column and a response column" in msg
+    assert "or choose the plain-text shape" in msg
 
 
 def test_ragged_rows_name_the_line(store, paths, csv_file):
     f = csv_file("question,answer\nq1,a1\nq2,a2\nq3,a3,oops\nq4,a4\n")
     msg = import_fails(store, paths, f)
-    assert "the rows do not line up with the header at line 4" in msg
-    assert "Fix: check that line" in msg
+    assert "the rows do not line up with the header at row 4" in msg
+    assert "the header has 2 columns but that row has 3 cells" in msg
+    assert "Fix: check that row for an extra comma" in msg
 
 
 def test_chosen_column_missing_lists_the_files_columns(store, paths):
@@ -230,7 +244,7 @@ def test_chosen_column_missing_lists_the_files_columns(store, paths):
 
 def test_missing_system_column_is_reported_too(store, paths):
     msg = import_fails(store, paths, SAMPLE_CSV, system_col="persona")
-    assert "the system column 'persona' is not in the file" in msg
+    assert "the system prompt column 'persona' is not in the file" in msg
 
 
 def test_same_column_for_prompt_and_response(store, paths):
@@ -249,11 +263,11 @@ def test_duplicate_dataset_name_is_refused(store, paths, csv_file):
     assert [p.name for p in paths.datasets.iterdir()] == [first.id]
 
 
-def test_excel_workbook_is_refused_with_save_as_csv(store, paths, csv_file):
+def test_broken_excel_workbook_is_refused_with_save_again(store, paths, csv_file):
     f = csv_file(b"PK\x03\x04 not really a workbook", "sheet.xlsx")
     msg = import_fails(store, paths, f)
-    assert "not .xlsx" in msg
-    assert "save the sheet as CSV" in msg
+    assert "sheet.xlsx: this is not a valid Excel workbook" in msg
+    assert "save it again as .xlsx, or save the sheet as CSV" in msg
 
 
 def test_missing_file(store, paths, tmp_path):

@@ -36,11 +36,8 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             with gr.Tab("6. Share", id="share") as share_t:
                 share = share_tab.render(ctx)
 
-        # Saving a dataset refreshes the dataset table and selects it in the Train tab.
-        data["save"].click(
-            lambda *v: data_tab.save_dataset(*v, ctx=ctx), data["save_inputs"],
-            [data["message"], data["table"], train["dataset"]], api_name="save_dataset",
-        )
+        # Saving, renaming or deleting a dataset refreshes the dataset table and the Train tab's dataset list.
+        data_tab.wire(data, train["dataset"], ctx)
         # A queued job: show the Runs tab with that job selected.
         train["train_event"].then(
             lambda job_id: (gr.Tabs(selected="runs"), gr.update(choices=runs_tab.job_choices(ctx), value=job_id))
