@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast lint format clean
+.PHONY: setup run test test-fast lint format clean bench-import bench
 
 setup: $(VENV)/.installed
 
@@ -32,6 +32,14 @@ lint: setup
 format: setup
 	$(VENV)/bin/ruff format backend ui tests bench app.py
 
+
+## bench: training throughput vs bare TRL and a padded Trainer, memory, time to first step; writes bench/RESULTS.md
+bench: setup
+	$(OFFLINE) $(PY) bench/bench_train.py --write
+
+## bench-import: generate a 1M-row (~550 MB) CSV, time preview and import, write bench/RESULTS.md (a few minutes)
+bench-import: setup
+	HF_HUB_OFFLINE=1 $(PY) bench/bench_import.py
 
 clean:
 	rm -rf $(VENV) test-artifacts .pytest_cache

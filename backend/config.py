@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 TINY_MODEL = "tiny-offline"
+CUDA_OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit")
 
 
 def _f(default: Any, help: str, fix: str, **constraints: Any) -> Any:
@@ -35,8 +36,20 @@ class RunConfig(BaseModel):
     )
     method: Literal["lora", "qlora"] = _f(
         "lora",
-        "lora trains small adapter matrices on a 16/32-bit base; qlora loads the base in 4-bit (NF4) to save memory.",
+        "lora trains small adapter matrices on a 16/32-bit base; qlora loads the base in 4-bit (NF4, double "
+        "quantization) to use about a quarter of the memory, at some cost in speed. qlora needs CUDA (or a CPU, slowly).",
         "use lora or qlora",
+    )
+    use_dora: bool = _f(
+        False,
+        "DoRA: adapters that learn a magnitude and a direction per weight; sometimes better quality at low rank, "
+        "but each step is slower and uses more memory.",
+        "use true or false",
+    )
+    use_rslora: bool = _f(
+        False,
+        "rsLoRA: scale updates by alpha / sqrt(r) instead of alpha / r, which keeps high ranks (64+) learning well.",
+        "use true or false",
     )
     num_epochs: float = _f(
         1.0,
@@ -121,6 +134,23 @@ class RunConfig(BaseModel):
         "Recompute activations in the backward pass: much less memory for about 30% more time.",
         "use true or false",
     )
+    optimizer: Literal[
+        "auto", "adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit"
+    ] = _f(
+        "auto",
+        "auto picks paged 8-bit AdamW for qlora on a GPU (least memory), fused AdamW for lora on a GPU and on a "
+        "CPU (fastest), plain AdamW on Apple MPS. 8-bit and paged optimizers need CUDA.",
+        "use auto, adamw_torch, adamw_torch_fused, adamw_8bit, paged_adamw_8bit or paged_adamw_32bit",
+    )
+    batching: Literal["auto", "padding_free", "grouped", "packed", "padded"] = _f(
+        "auto",
+        "How examples of different lengths share a batch. padding_free joins each batch into one sequence with no "
+        "padding (examples never see each other; fastest with FlashAttention); grouped batches examples of similar "
+        "length together, so little padding is left (fastest without FlashAttention); packed also fills rows up to "
+        "max_length (fewer, fuller steps); padded pads every example to the longest of a random batch. auto: "
+        "padded when lengths are nearly equal, else padding_free with FlashAttention and grouped without.",
+        "use auto, padding_free, grouped, packed or padded",
+    )
     logging_steps: int = _f(
         1,
         "Record the loss every N optimizer steps.",
@@ -128,12 +158,28 @@ class RunConfig(BaseModel):
         ge=1,
     )
     save_steps: int = _f(
-        0,
-        "Save a checkpoint every N steps (0: only at the end and on cancel).",
+        100,
+        "Save a checkpoint every N steps, to resume from after a crash (0: only when cancelled). A cancelled run "
+        "always saves one.",
         "use 0 or a positive whole number",
         ge=0,
     )
-    seed: int = _f(42, "Random seed for the adapter's initial weights and the data order.", "use a whole number")
+    eval_steps: int = _f(
+        0,
+        "Measure the loss on the dataset's validation rows every N steps (0: about 10 times over the run). "
+        "Ignored when the dataset has no validation split.",
+        "use 0 or a positive whole number",
+        ge=0,
+    )
+    oom_retry: bool = _f(
+        False,
+        "If the GPU runs out of memory, retry automatically (from the last checkpoint) with half the batch_size and "
+        "twice the grad_accum, which keeps the effective batch the same.",
+        "use true or false",
+    )
+    seed: int = _f(
+        42, "Random seed for the adapter's initial weights and the data order.", "use a whole number"
+    )
     system_prompt: str = _f(
         "",
         "Optional system message put before every example (and used by default in chat).",
@@ -143,6 +189,20 @@ class RunConfig(BaseModel):
         "auto",
         "Where to train: auto picks CUDA, then Apple MPS, then CPU.",
         "use auto, cpu, cuda or mps",
+    )
+    num_devices: int = _f(
+        1,
+        "How many GPUs to train on. More than 1 runs the same job through `accelerate launch`, one process per "
+        "GPU (on a CPU: that many processes).",
+        "use a whole number of at least 1, no more than the GPUs you have",
+        ge=1,
+        le=64,
+    )
+    multi_device: Literal["ddp", "fsdp"] = _f(
+        "ddp",
+        "With several GPUs: ddp keeps a whole copy of the model on each (fastest, when it fits on one); fsdp splits "
+        "the model across them (for models too big for one card).",
+        "use ddp or fsdp",
     )
 
     @field_validator("max_steps")
@@ -158,9 +218,16 @@ class RunConfig(BaseModel):
     def parse(cls, values: dict[str, Any]) -> RunConfig:
         """Validate plain values; raise ``ConfigError`` listing every problem with its fix."""
         try:
-            return cls.model_validate(values)
+            cfg = cls.model_validate(values)
         except ValidationError as exc:
-            raise ConfigError([_problem(err, values) for err in exc.errors()]) from None
+            problems = [_problem(err, values) for err in exc.errors()]
+            taken = {p.field for p in problems}
+            problems += [p for p in _combination_problems(values) if p.field not in taken]
+            raise ConfigError(problems) from None
+        problems = _combination_problems(cfg.model_dump())
+        if problems:
+            raise ConfigError(problems)
+        return cfg
 
     @classmethod
     def field_help(cls) -> dict[str, str]:
@@ -201,10 +268,61 @@ def _problem(err: dict[str, Any], values: dict[str, Any]) -> Problem:
     field = RunConfig.model_fields.get(name)
     if err.get("type") == "extra_forbidden":
         known = ", ".join(sorted(RunConfig.model_fields))
-        return Problem(name, values.get(name, _MISSING), "is not a setting TuneDeck knows", f"use one of: {known}")
+        return Problem(
+            name, values.get(name, _MISSING), "is not a setting TuneDeck knows", f"use one of: {known}"
+        )
     fix = (field.json_schema_extra or {}).get("fix", "check the value") if field else "check the value"
     msg = msg.removeprefix("Value error, ").replace("Input should be", "must be")
     return Problem(name, values.get(name, _MISSING), msg, str(fix))
+
+
+def _combination_problems(values: dict[str, Any]) -> list[Problem]:
+    """Settings that are each fine but do not go together (checked on plain values, so also when others are bad)."""
+
+    def get(name: str) -> Any:
+        return values.get(name, RunConfig.model_fields[name].default)
+
+    problems = []
+    device, method, optimizer = get("device"), get("method"), get("optimizer")
+    if method == "qlora" and device == "mps":
+        problems.append(
+            Problem(
+                "method",
+                method,
+                "qlora needs bitsandbytes, which does not run on Apple MPS",
+                "use method lora on a Mac",
+            )
+        )
+    if optimizer in CUDA_OPTIMIZERS and device in ("cpu", "mps"):
+        problems.append(
+            Problem(
+                "optimizer",
+                optimizer,
+                f"{optimizer} needs a CUDA GPU, but device is {device}",
+                "use optimizer auto or adamw_torch",
+            )
+        )
+    num_devices = get("num_devices")
+    if isinstance(num_devices, int) and num_devices > 1:
+        if device == "mps":
+            problems.append(
+                Problem(
+                    "num_devices",
+                    num_devices,
+                    "several devices are not supported on Apple MPS",
+                    "use num_devices 1",
+                )
+            )
+        elif get("multi_device") == "fsdp" and device == "cpu":
+            problems.append(
+                Problem(
+                    "multi_device",
+                    "fsdp",
+                    "fsdp splits a model across GPUs; it does not run on a CPU",
+                    "use multi_device ddp, or device cuda",
+                )
+            )
+    return problems
 
 
 def coerce_setting(key: str, text: str) -> Any:

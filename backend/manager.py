@@ -9,15 +9,26 @@ a short-lived ``tunedeck manager --until-idle`` daemon started by the CLI). The 
 - turns a cancel request into SIGTERM to the worker's group, and SIGKILL after ``kill_after_s``;
 - decides the final status from the worker's exit and its ``result.json``: a worker that dies without a result
   (OOM killer, segfault, ``kill -9``) ends as failed with the signal named;
-- on taking the lock, re-attaches to workers still alive from an earlier scheduler and fails those that are gone.
+- on taking the lock, re-attaches to workers still alive from an earlier scheduler and fails those that are gone;
+- when a job ran out of GPU memory and its config says ``oom_retry``, queues a retry of it with half the
+  micro-batch and twice the gradient accumulation, from its last checkpoint;
+- while idle (the web app's scheduler only), keeps one *standby* worker that has already imported torch and the
+  training libraries, and hands it the next job, so a job does not wait seconds for imports before its first step.
+
+Before queueing, ``submit`` checks the job as a whole: the dataset, the model, max_length against the longest
+prompt, and, when an NVIDIA GPU is present, that the estimated peak memory (``backend.estimate``) fits on it,
+refusing with concrete changes that would fit. ``resume`` queues a new job that continues a cancelled, failed or
+crashed one from its last checkpoint.
 """
 
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,21 +38,35 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend import models
+from backend import estimate, hardware, models
 from backend.config import ConfigError, Problem, RunConfig
 from backend.jobs import JobStatus
 from backend.settings import PROJECT_ROOT, Paths
-from backend.store import JobRecord, Store
-from backend.train import JobSpec, RunResult, read_result
+from backend.store import DatasetGone, JobRecord, Store
+from backend.train import JobSpec, RunResult, checkpoint_step, last_checkpoint, read_result
 
 log = logging.getLogger(__name__)
 
 WorkerCommand = Callable[[Path], list[str]]
+GpuProbe = Callable[[], list[hardware.Gpu]]
 TEMPLATE_OVERHEAD_TOKENS = 16  # role markers and separators the chat template adds around a prompt
+STANDBY_ENV = "TUNEDECK_STANDBY_WORKER"  # "0" turns the standby worker off
 
 
 def default_worker_command(job_dir: Path) -> list[str]:
+    """``python -m backend.worker``, or ``accelerate launch`` of it for a job on several devices."""
+    spec = JobSpec.load(job_dir)
+    cfg = RunConfig.parse(spec.config)
+    if cfg.num_devices > 1:
+        from backend import hf
+
+        on_cpu = cfg.device == "cpu" or (cfg.device == "auto" and not hardware.gpu_inventory())
+        return hf.accelerate_command(cfg, str(job_dir), port=_free_port(), on_cpu=on_cpu)
     return [sys.executable, "-m", "backend.worker", str(job_dir)]
+
+
+class ResumeError(ValueError):
+    """A job that cannot be resumed; the message says why and what to do."""
 
 
 @dataclass
@@ -63,46 +88,261 @@ class Manager:
         worker_command: WorkerCommand = default_worker_command,
         kill_after_s: float = 30.0,
         poll_s: float = 0.5,
+        gpu_probe: GpuProbe = hardware.gpu_inventory,
     ):
         self.store = store
         self.paths = paths
         self.worker_command = worker_command
         self.kill_after_s = kill_after_s
         self.poll_s = poll_s
+        self.gpu_probe = gpu_probe
         self._running: dict[str, _Running] = {}
         self._lock_file: int | None = None
+        self._standby: subprocess.Popen | None = None
+        self._standby_wanted = False
+        self._standby_failures = 0
+        self._standby_retry_at = 0.0
 
     # -- any process ------------------------------------------------------------------------------------------
 
     def submit(self, dataset: str, config: RunConfig, preset: str = "custom") -> JobRecord:
-        """Check the job as a whole (dataset, model, lengths), then queue it. Raises ConfigError with every problem."""
+        """Check the job as a whole (dataset, model, lengths, GPU memory), then queue it.
+
+        Raises ConfigError with every problem."""
         problems: list[Problem] = []
         record = self.store.get_dataset(dataset)
         if record is None:
             names = ", ".join(d.name for d in self.store.list_datasets()) or "none yet"
-            problems.append(Problem("dataset", dataset, "there is no dataset with this name or id",
-                                    f"import one first (Data tab or `tunedeck data add FILE`); existing: {names}"))
+            problems.append(
+                Problem(
+                    "dataset",
+                    dataset,
+                    "there is no dataset with this name or id",
+                    f"import one first (Data tab or `tunedeck data add FILE`); existing: {names}",
+                )
+            )
         try:
             ref = models.check_available(config.base_model, self.paths)
         except models.ModelError as exc:
-            problems.append(Problem("base_model", config.base_model, str(exc).split(" Fix: ")[0].rstrip("."),
-                                    str(exc).split(" Fix: ")[-1].rstrip(".")))
+            problems.append(
+                Problem(
+                    "base_model",
+                    config.base_model,
+                    str(exc).split(" Fix: ")[0].rstrip("."),
+                    str(exc).split(" Fix: ")[-1].rstrip("."),
+                )
+            )
             ref = None
         if record is not None and ref is not None:
-            problems.extend(_length_problems(record.path, ref, config, self.paths))
+            problems.extend(_length_problems(record.path, _shape(record), ref, config, self.paths))
+        if not problems:
+            problems.extend(
+                self._memory_problems(
+                    config,
+                    record.path if record else None,
+                    _shape(record) if record else "prompt_response",
+                    ref,
+                )
+            )
         if problems:
             raise ConfigError(problems)
         assert record is not None
+        return self._queue(record.id, record.path, _shape(record), record.name, config, preset)
+
+    def _queue(
+        self,
+        dataset_id: str,
+        dataset_path: str,
+        shape: str,
+        dataset_name: str,
+        config: RunConfig,
+        preset: str,
+        *,
+        resume_checkpoint: Path | None = None,
+        resumed_from: str = "",
+        retry_of: str = "",
+    ) -> JobRecord:
         job_id = new_job_id()
         job_dir = self.paths.job_dir(job_id)
         job_dir.mkdir(parents=True)
-        JobSpec(job_id, str(self.paths.home), record.id, record.path, config.model_dump()).save(job_dir)
-        (job_dir / "config.yaml").write_text(_yaml(config, preset, record.name, record.id))
-        self.store.add_job(job_id, record.id, preset, config.model_dump(), str(job_dir))
+        try:
+            resume_from = ""
+            if resume_checkpoint is not None:
+                # A copy, not a reference: the earlier run's folder may be deleted, and its checkpoints rotate.
+                target = job_dir / "checkpoints" / resume_checkpoint.name
+                shutil.copytree(resume_checkpoint, target)
+                resume_from = str(target)
+            JobSpec(
+                job_id,
+                str(self.paths.home),
+                dataset_id,
+                dataset_path,
+                config.model_dump(),
+                shape=shape,
+                resume_from=resume_from,
+                submitted_at=time.time(),
+            ).save(job_dir)
+            (job_dir / "config.yaml").write_text(_yaml(config, preset, dataset_name, dataset_id))
+            self.store.add_job(
+                job_id,
+                dataset_id,
+                preset,
+                config.model_dump(),
+                str(job_dir),
+                resumed_from=resumed_from,
+                retry_of=retry_of,
+            )
+        except BaseException as exc:
+            shutil.rmtree(job_dir, ignore_errors=True)  # no half-made job folder
+            if isinstance(exc, DatasetGone):
+                raise ConfigError([Problem(
+                    "dataset", dataset_name, "this dataset was deleted while the job was being queued",
+                    "import it again (Data tab or `tunedeck data add FILE`) and start the job again",
+                )]) from None
+            raise
+        if resume_checkpoint is not None:
+            # The curve up to the checkpoint; the worker appends the rest (the chart orders points by step).
+            self.store.copy_metrics(resumed_from or retry_of, job_id, checkpoint_step(resume_checkpoint))
         job = self.store.get_job(job_id)
         assert job is not None
-        log.info("queued %s on dataset %s (preset %s)", job_id, record.name, preset)
+        log.info(
+            "queued %s on dataset %s (preset %s)%s",
+            job_id,
+            dataset_name,
+            preset,
+            f", continuing {resumed_from or retry_of} from {resume_checkpoint.name}"
+            if resume_checkpoint
+            else "",
+        )
         return job
+
+    def resume(self, job_id: str, changes: dict | None = None) -> JobRecord:
+        """Queue a new job that continues ``job_id`` (cancelled, failed or crashed) from its last checkpoint.
+
+        The new job records which job it resumes; it gets a copy of that checkpoint and of the loss curve up to it,
+        so its chart starts with the earlier points and its step count goes on from the checkpoint's: what the
+        person sees is one run that continued, under a new id, while the stopped run stays as it ended.
+        """
+        job = self.store.get_job(job_id)
+        if job is None:
+            raise ResumeError(f"There is no job {job_id!r}. Fix: see `tunedeck jobs` for the list.")
+        if job.status is JobStatus.SUCCEEDED:
+            raise ResumeError(
+                f"{job_id} finished successfully; there is nothing left to resume. "
+                "Fix: to train more, start a new job with more steps."
+            )
+        if not job.status.is_terminal:
+            raise ResumeError(
+                f"{job_id} is still {job.status.value}. Fix: cancel it first (that saves a checkpoint), "
+                "then resume it."
+            )
+        checkpoint = last_checkpoint(job.job_dir)
+        if checkpoint is None:
+            raise ResumeError(
+                f"{job_id} stopped before it saved any checkpoint (it saves one every save_steps = "
+                f"{job.config.get('save_steps')} steps, and when cancelled). Fix: start it again as a new job."
+            )
+        record = self.store.get_dataset(job.dataset_id)
+        if record is None:
+            raise ResumeError(
+                f"the dataset of {job_id} ({job.dataset_id}) was deleted. Fix: start a new job."
+            )
+        config = RunConfig.parse({**job.config, **(changes or {})})
+        return self._queue(
+            record.id,
+            record.path,
+            _shape(record),
+            record.name,
+            config,
+            job.preset,
+            resume_checkpoint=checkpoint,
+            resumed_from=job.id,
+        )
+
+    # -- memory -----------------------------------------------------------------------------------------------
+
+    def fit_report(self, dataset: str | None, config: RunConfig) -> tuple[bool, str]:
+        """(fits, a few lines for the Train tab): estimated peak GPU memory and time per epoch. Torch-free."""
+        record = self.store.get_dataset(dataset) if dataset else None
+        shape = estimate.model_shape(config.base_model, self.paths)
+        if shape is None:
+            return True, (
+                f"No estimate for {config.base_model}: its config.json is not on this machine yet "
+                "(it is read after the first download)."
+            )
+        stats = _dataset_tokens(record.path, _shape(record), config, self.paths) if record else None
+        seq = min(stats.longest, config.max_length) if stats else config.max_length
+        gpus = self._gpus_for(config)
+        lines = []
+        fits = True
+        if gpus:
+            budget = min(self._budget_gb(g) for g in gpus)
+            fit = estimate.check_fit(shape, config, budget, seq_len=seq)
+            fits = fit.fits
+            where = f"{gpus[0].name}" + (f" (x{len(gpus)})" if len(gpus) > 1 else "")
+            lines.append(fit.message(where) if fit.fits else "Will not fit: " + fit.message(where))
+        else:
+            need = estimate.memory(shape, config, seq_len=seq)
+            lines.append(
+                f"No NVIDIA GPU here: it will train on the CPU. On a GPU it would need about "
+                f"{need.total:.1f} GB ({need.summary()})."
+            )
+        if stats:
+            kind = "cuda" if gpus else "cpu"
+            secs = estimate.seconds_per_epoch(
+                shape,
+                config,
+                tokens_per_epoch=stats.tokens,
+                mean_len=stats.mean,
+                device_kind=kind,
+                device_name=gpus[0].name if gpus else "",
+            )
+            if secs is not None:
+                per_step = config.batch_size * config.grad_accum * max(config.num_devices, 1)
+                steps = config.max_steps if config.max_steps > 0 else _steps_per_epoch(config, stats.rows)
+                epochs = steps * per_step / stats.rows if config.max_steps > 0 else config.num_epochs
+                lines.append(
+                    f"About {_duration(secs * epochs)} for the run: {steps} steps, {epochs:.3g} epochs of "
+                    f"{stats.rows} examples ({stats.tokens:,} tokens) on the "
+                    f"{'GPU' if gpus else 'CPU'}. A rough figure; the Runs tab shows the real pace."
+                )
+        return fits, "  \n".join(lines)
+
+    def _gpus_for(self, config: RunConfig) -> list[hardware.Gpu]:
+        if config.device in ("cpu", "mps"):
+            return []
+        gpus = self.gpu_probe()
+        return gpus[: max(config.num_devices, 1)]
+
+    def _budget_gb(self, gpu: hardware.Gpu) -> float:
+        """Memory a new job can count on: free memory, plus what our own running job holds (it will be done first,
+        since jobs run one at a time)."""
+        ours = hardware.gpu_memory_of_groups(
+            [r.pid for r in self._running.values()]
+            or [j.pid for j in self.store.list_jobs((JobStatus.RUNNING,)) if j.pid],
+            gpu.index,
+        )
+        return gpu.free_gb + ours
+
+    def _memory_problems(
+        self, config: RunConfig, dataset_path: str | None, shape: str, ref: models.ModelRef | None
+    ) -> list[Problem]:
+        gpus = self._gpus_for(config)
+        if not gpus or ref is None:
+            return []  # CPU training: no GPU to overflow (the worker reports if the machine runs out of memory)
+        mshape = estimate.model_shape(config.base_model, self.paths)
+        if mshape is None:
+            return []
+        stats = _dataset_tokens(dataset_path, shape, config, self.paths) if dataset_path else None
+        seq = min(stats.longest, config.max_length) if stats else config.max_length
+        budget = min(self._budget_gb(g) for g in gpus)
+        fit = estimate.check_fit(mshape, config, budget, seq_len=seq)
+        if fit.fits:
+            return []
+        text = fit.message(gpus[0].name)
+        return [
+            Problem("memory", f"{fit.need.total:.1f} GB", text.split(" Fix: ")[0], text.split(" Fix: ")[-1])
+        ]
 
     def cancel(self, job_id: str) -> JobRecord:
         job = self.store.get_job(job_id)
@@ -131,6 +371,7 @@ class Manager:
         return True
 
     def release(self) -> None:
+        self._stop_standby()
         if self._lock_file is not None:
             fcntl.flock(self._lock_file, fcntl.LOCK_UN)
             os.close(self._lock_file)
@@ -141,7 +382,14 @@ class Manager:
         return self._lock_file is not None
 
     def run(self, stop: threading.Event, *, until_idle: bool = False) -> None:
-        """Schedule until ``stop`` is set (or, with until_idle, until nothing is queued or running)."""
+        """Schedule until ``stop`` is set (or, with until_idle, until nothing is queued or running).
+
+        A long-lived scheduler (the web app's) keeps a standby worker while idle; a short-lived one does not."""
+        self._standby_wanted = (
+            not until_idle
+            and self.worker_command is default_worker_command
+            and os.environ.get(STANDBY_ENV, "1") != "0"
+        )
         try:
             while not stop.is_set():
                 if self.try_acquire():
@@ -168,14 +416,77 @@ class Manager:
             queued = self.store.queued_jobs()
             if queued:
                 self._start(queued[0])
+            elif self._standby_wanted:
+                self._keep_standby()
 
     # -- internals ----------------------------------------------------------------------------------------------
+
+    def _worker_env(self) -> dict[str, str]:
+        env = {**os.environ, "TUNEDECK_HOME": str(self.paths.home), "PYTHONUNBUFFERED": "1"}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
+        return env
+
+    def _keep_standby(self) -> None:
+        """A worker that has done its imports and waits on stdin for a job directory (see backend.worker)."""
+        if self._standby is not None and self._standby.poll() is None:
+            return
+        if self._standby is not None:  # it ended without a job: something is wrong; do not spin on it
+            self._standby = None
+            self._standby_failures += 1
+            self._standby_retry_at = time.monotonic() + 30 * self._standby_failures
+            log.warning("the standby worker exited on its own (see logs/standby-worker.log)")
+            if self._standby_failures >= 3:
+                self._standby_wanted = False  # jobs start fresh workers, as without a standby
+            return
+        if time.monotonic() < self._standby_retry_at:
+            return
+        with open(self.paths.logs / "standby-worker.log", "ab") as out:
+            try:
+                self._standby = subprocess.Popen(
+                    [sys.executable, "-m", "backend.worker", "--standby"],
+                    stdin=subprocess.PIPE,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=str(self.paths.home),
+                    env=self._worker_env(),
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                log.warning("could not start a standby worker: %s", exc)
+                self._standby_wanted = False
+
+    def _take_standby(self, job_dir: Path) -> subprocess.Popen | None:
+        proc, self._standby = self._standby, None
+        if proc is None or proc.poll() is not None or proc.stdin is None:
+            return None
+        try:
+            proc.stdin.write(f"{job_dir}\n".encode())
+            proc.stdin.close()
+        except OSError:
+            return None
+        return proc
+
+    def _stop_standby(self) -> None:
+        proc, self._standby = self._standby, None
+        if proc is not None and proc.poll() is None:
+            _signal_group(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                _signal_group(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
 
     def _start(self, job: JobRecord) -> None:
         job_dir = Path(job.job_dir)
         (job_dir / "result.json").unlink(missing_ok=True)
-        env = {**os.environ, "TUNEDECK_HOME": str(self.paths.home), "PYTHONUNBUFFERED": "1"}
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
+        env = self._worker_env()
+        if self._standby is not None and job.config.get("num_devices", 1) == 1:
+            proc = self._take_standby(job_dir)
+            if proc is not None:
+                self.store.set_status(job.id, JobStatus.RUNNING, pid=proc.pid)
+                self._running[job.id] = _Running(job.id, proc.pid, proc, job_dir)
+                log.info("started %s in the standby worker (pid %d)", job.id, proc.pid)
+                return
         with open(job_dir / "worker.log", "ab") as out:
             try:
                 proc = subprocess.Popen(
@@ -223,11 +534,49 @@ class Manager:
         job = self.store.get_job(run.job_id)
         assert job is not None
         result = read_result(run.job_dir)
-        status, reason = decide(code, result, cancel_requested=job.cancel_requested, killed=run.killed,
-                                kill_after_s=self.kill_after_s)
+        status, reason = decide(
+            code,
+            result,
+            cancel_requested=job.cancel_requested,
+            killed=run.killed,
+            kill_after_s=self.kill_after_s,
+        )
         payload = result.__dict__ if result else {}
+        retry = None
+        if status is JobStatus.FAILED and result is not None and result.extra.get("out_of_memory"):
+            retry, note = self._oom_retry(job, result)
+            reason += note
         self.store.set_status(run.job_id, status, reason=reason, result=payload)
         log.info("%s ended: %s %s", run.job_id, status.value, reason)
+        if retry is not None:
+            log.info("%s: out of GPU memory, retrying as %s", run.job_id, retry.id)
+
+    def _oom_retry(self, job: JobRecord, result: RunResult) -> tuple[JobRecord | None, str]:
+        """With oom_retry on: queue the same job with half the micro-batch and twice the accumulation (the same
+        effective batch), from the last checkpoint if there is one."""
+        config = RunConfig.parse(job.config)
+        smaller = estimate.halved_batch(config)
+        if not config.oom_retry or smaller is None:
+            return None, ""
+        record = self.store.get_dataset(job.dataset_id)
+        if record is None:
+            return None, ""
+        ckpt = result.extra.get("checkpoint") or ""
+        checkpoint = Path(ckpt) if ckpt and Path(ckpt).is_dir() else last_checkpoint(job.job_dir)
+        retry = self._queue(
+            record.id,
+            record.path,
+            _shape(record),
+            record.name,
+            smaller,
+            job.preset,
+            resume_checkpoint=checkpoint,
+            retry_of=job.id,
+        )
+        return retry, (
+            f" Retrying automatically as {retry.id} with batch_size {smaller.batch_size} and grad_accum "
+            f"{smaller.grad_accum}" + (f", from step {checkpoint_step(checkpoint)}." if checkpoint else ".")
+        )
 
     def _recover(self) -> None:
         """Adopt workers an earlier scheduler started; fail those that died while nobody watched."""
@@ -243,7 +592,12 @@ class Manager:
 
 
 def decide(
-    code: int | str, result: RunResult | None, *, cancel_requested: bool, killed: bool, kill_after_s: float = 30
+    code: int | str,
+    result: RunResult | None,
+    *,
+    cancel_requested: bool,
+    killed: bool,
+    kill_after_s: float = 30,
 ) -> tuple[JobStatus, str]:
     """The final status of a job, from how its worker ended and what it recorded. Pure: tested on its own."""
     if result is not None and code in (0, 1, "gone"):
@@ -253,7 +607,10 @@ def decide(
             return JobStatus.CANCELLED, result.reason or "cancelled"
         return JobStatus.FAILED, result.reason or "the worker reported a failure without a reason"
     if killed and cancel_requested:
-        return JobStatus.CANCELLED, f"cancelled: the worker did not stop within {kill_after_s:g} s and was killed"
+        return (
+            JobStatus.CANCELLED,
+            f"cancelled: the worker did not stop within {kill_after_s:g} s and was killed",
+        )
     if cancel_requested and code == -signal.SIGTERM:
         # Our cancel's SIGTERM arrived before the worker installed its handler (it was still starting up).
         return JobStatus.CANCELLED, "cancelled while the worker was starting, before it saved anything"
@@ -266,7 +623,10 @@ def decide(
     if code < 0:
         name = _signal_name(-code)
         hint = " (often the system's out-of-memory killer)" if -code == signal.SIGKILL else ""
-        return JobStatus.FAILED, f"worker died: signal {-code} ({name}){hint} before writing its result; see worker.log"
+        return (
+            JobStatus.FAILED,
+            f"worker died: signal {-code} ({name}){hint} before writing its result; see worker.log",
+        )
     return JobStatus.FAILED, f"worker exited with code {code} without writing its result; see worker.log"
 
 
@@ -295,42 +655,148 @@ def ensure_scheduler(paths: Paths) -> bool:
     with open(paths.logs / "manager.log", "ab") as out:
         subprocess.Popen(
             [sys.executable, "-m", "backend", "manager", "--until-idle"],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
         )
     return True
 
 
-def _length_problems(dataset_path: str, ref: models.ModelRef, config: RunConfig, paths: Paths) -> list[Problem]:
-    """max_length must leave room for the response after the longest prompt (checked with the real tokenizer)."""
+@dataclass(frozen=True)
+class _Tokens:
+    """Approximate token counts of a dataset's training rows (its tokenizer, plus an allowance for the template)."""
+
+    rows: int
+    tokens: int  # all rows, each cut to max_length
+    longest: int
+    mean: float
+    prompt_lengths: list[int]
+    source_rows: list[int]
+
+
+def _dataset_tokens(dataset_path: str, shape: str, config: RunConfig, paths: Paths) -> _Tokens | None:
+    """Token counts with the model's tokenizer.json (torch-free), or None while the tokenizer is not here."""
+    ref = models.resolve(config.base_model, paths)
     tok_file = models.tokenizer_file(ref)
     if tok_file is None and ref.is_tiny:
-        _build_tiny(paths)
+        models.build_tiny(paths)
         tok_file = models.tokenizer_file(ref)
     if tok_file is None:
-        return []  # not downloaded yet: the worker checks once it has the tokenizer
+        return None
+    try:
+        mtime = os.stat(dataset_path).st_mtime_ns
+    except OSError:
+        return None
+    totals, prompts, rows = _count_tokens(dataset_path, mtime, shape, tok_file, config.system_prompt)
+    if not totals:
+        return None
+    capped = [min(t, config.max_length) for t in totals]
+    return _Tokens(len(totals), sum(capped), max(totals), sum(capped) / len(capped), prompts, rows)
+
+
+@functools.lru_cache(maxsize=4)  # the Train tab asks again on every change; a dataset version never changes
+def _count_tokens(dataset_path: str, mtime_ns: int, shape: str, tok_file: str, system_prompt: str):
+    """(total tokens per row, tokens before the first response per row, source row numbers), training rows only."""
+    import json
+
     import pandas as pd
     from tokenizers import Tokenizer
 
-    frame = pd.read_parquet(dataset_path, columns=["prompt", "system", "source_row"])
-    texts = [(s or config.system_prompt) + "\n" + p for p, s in zip(frame["prompt"], frame["system"], strict=True)]
-    lengths = [len(e.ids) + TEMPLATE_OVERHEAD_TOKENS for e in Tokenizer.from_file(tok_file).encode_batch(texts)]
-    longest = max(lengths)
+    frame = pd.read_parquet(dataset_path)
+    if "split" in frame.columns:
+        frame = frame[~frame["split"].astype(str).str.lower().eq("validation")]
+    tok = Tokenizer.from_file(tok_file)
+
+    def count(texts: list[str]) -> list[int]:
+        return [len(e.ids) for e in tok.encode_batch(texts)] if texts else []
+
+    if shape == "chat":
+        convs = [json.loads(m) if isinstance(m, str) else list(m) for m in frame["messages"]]
+        first = [next((i for i, m in enumerate(c) if m.get("role") == "assistant"), len(c)) for c in convs]
+        before = [
+            system_prompt + "\n" + "\n".join(m["content"] for m in c[:k])
+            for c, k in zip(convs, first, strict=True)
+        ]
+        prompts = [x + TEMPLATE_OVERHEAD_TOKENS for x in count(before)]
+        totals = [
+            x + TEMPLATE_OVERHEAD_TOKENS // 2 * len(c)
+            for x, c in zip(
+                count([system_prompt + "\n" + "\n".join(m["content"] for m in c) for c in convs]),
+                convs,
+                strict=True,
+            )
+        ]
+    elif shape == "text":
+        prompts = []
+        totals = [x + 1 for x in count([str(t) for t in frame["text"]])]
+    else:
+        systems = list(frame["system"]) if "system" in frame.columns else [""] * len(frame)
+        heads = [(s or system_prompt) + "\n" + p for p, s in zip(frame["prompt"], systems, strict=True)]
+        prompts = [x + TEMPLATE_OVERHEAD_TOKENS for x in count(heads)]
+        totals = [
+            x + TEMPLATE_OVERHEAD_TOKENS
+            for x in count([h + "\n" + r for h, r in zip(heads, frame["response"], strict=True)])
+        ]
+    rows = (
+        [int(r) for r in frame["source_row"]]
+        if "source_row" in frame.columns
+        else list(range(2, len(frame) + 2))
+    )
+    return totals, prompts, rows
+
+
+def _length_problems(
+    dataset_path: str, shape: str, ref: models.ModelRef, config: RunConfig, paths: Paths
+) -> list[Problem]:
+    """max_length must leave room for the response after the longest prompt (checked with the real tokenizer)."""
+    if shape == "text":
+        return []  # plain text is cut to max_length and still trains on what is left
+    stats = _dataset_tokens(dataset_path, shape, config, paths)
+    if stats is None or not stats.prompt_lengths:
+        return []  # not downloaded yet: the worker checks once it has the tokenizer
+    longest = max(stats.prompt_lengths)
     if longest < config.max_length:
         return []
-    row = int(frame["source_row"].iloc[lengths.index(longest)])
+    row = stats.source_rows[stats.prompt_lengths.index(longest)]
     need = (longest + 64 + 63) // 64 * 64
-    return [Problem("max_length", config.max_length,
-                    f"the longest prompt (row {row} of the file) is about {longest} tokens, so its response would be cut off",
-                    f"set max_length to at least {need}, or shorten that prompt")]
+    what = "prompt" if shape == "prompt_response" else "conversation before its first assistant reply"
+    return [
+        Problem(
+            "max_length",
+            config.max_length,
+            f"the longest {what} (row {row} of the file) is about {longest} tokens, so its response would be cut off",
+            f"set max_length to at least {need}, or shorten that {'prompt' if shape == 'prompt_response' else 'conversation'}",
+        )
+    ]
 
 
-def _build_tiny(paths: Paths) -> None:
-    # Built in a child interpreter: the web UI process must not import torch.
-    subprocess.run(
-        [sys.executable, "-c", "import sys; from backend.tinymodel import build; build(sys.argv[1])",
-         str(models.tiny_model_dir(paths))],
-        check=True, cwd=str(PROJECT_ROOT), capture_output=True, timeout=300,
-    )
+def _shape(record) -> str:
+    return str((record.info or {}).get("shape") or "prompt_response")
+
+
+def _steps_per_epoch(config: RunConfig, rows: int) -> int:
+    import math
+
+    steps = math.ceil(rows / (config.batch_size * config.grad_accum * max(config.num_devices, 1)))
+    return max(1, math.ceil(steps * config.num_epochs))
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(seconds, 1):.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _alive(pid: int, job_dir: Path) -> bool:
@@ -348,7 +814,12 @@ def _alive(pid: int, job_dir: Path) -> bool:
         except OSError:
             return False
         return True  # no /proc (macOS): trust the pid
-    return str(job_dir) in cmdline
+    if str(job_dir) in cmdline:
+        return True
+    try:  # a standby worker that took this job: its command line is generic, but it works in the job's folder
+        return os.readlink(f"/proc/{pid}/cwd") == str(job_dir)
+    except OSError:
+        return False
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

@@ -20,7 +20,31 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
+# The same template with TRL's `{% generation %}` markers around what the assistant says (its end-of-turn token
+# included), so that chat-shaped datasets can train on the assistant's turns only (`return_assistant_tokens_mask`).
+# It renders exactly the same text as CHAT_TEMPLATE.
+TRAINING_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'assistant' %}"
+    "<|assistant|>\n{% generation %}{{ message['content'] }}<|end|>\n{% endgeneration %}"
+    "{% else %}"
+    "<|{{ message['role'] }}|>\n{{ message['content'] }}<|end|>\n"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
 VOCAB_SIZE = 2048
+# The architecture, as config.json names it (read by backend.estimate before the model is built).
+SHAPE = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+    "vocab_size": VOCAB_SIZE,
+    "tie_word_embeddings": True,
+}
 _CORPUS = """
 The quick brown fox jumps over the lazy dog. What is the capital of France? The capital of France is Paris.
 Question answer prompt response instruction input output system user assistant. Please write a short reply.
@@ -35,8 +59,11 @@ def main(): return print("hello world") if x == 1 else None  # code, numbers 0 1
 """
 
 
-def build(target: str | Path) -> Path:
-    """Build the model into ``target`` once; later calls (from any process) reuse it."""
+def build(target: str | Path, shape: dict | None = None) -> Path:
+    """Build the model into ``target`` once; later calls (from any process) reuse it.
+
+    ``shape`` overrides SHAPE's sizes (the benchmarks use a wider one); tiny-offline itself uses SHAPE.
+    """
     target = Path(target)
     if (target / "config.json").is_file():
         return target
@@ -48,14 +75,14 @@ def build(target: str | Path) -> Path:
         tmp = target.parent / f".{target.name}.partial-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         try:
-            _build_into(tmp)
+            _build_into(tmp, {**SHAPE, **(shape or {})})
             os.replace(tmp, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
-def _build_into(out: Path) -> None:
+def _build_into(out: Path, shape: dict) -> None:
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast
@@ -82,11 +109,11 @@ def _build_into(out: Path) -> None:
 
     config = LlamaConfig(
         vocab_size=len(fast),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
+        hidden_size=shape["hidden_size"],
+        intermediate_size=shape["intermediate_size"],
+        num_hidden_layers=shape["num_hidden_layers"],
+        num_attention_heads=shape["num_attention_heads"],
+        num_key_value_heads=shape["num_key_value_heads"],
         max_position_embeddings=2048,
         bos_token_id=fast.bos_token_id,
         eos_token_id=fast.eos_token_id,
@@ -94,7 +121,7 @@ def _build_into(out: Path) -> None:
         tie_word_embeddings=True,
         # LoRA leaves embeddings and norms frozen; with the usual 0.02 init the logits stay near-uniform and the
         # loss barely moves. A wider init gives LoRA logits it can sharpen (loss 9.6 -> 0.3 in 60 steps).
-        initializer_range=0.3,
+        initializer_range=shape.get("initializer_range", 0.3),
     )
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
@@ -104,5 +131,7 @@ def _build_into(out: Path) -> None:
     model.save_pretrained(out)
     fast.save_pretrained(out)
     (out / "TUNEDECK.json").write_text(
-        json.dumps({"what": "tiny-offline", "note": "random weights; learns your examples and knows nothing else"})
+        json.dumps(
+            {"what": "tiny-offline", "note": "random weights; learns your examples and knows nothing else"}
+        )
     )

@@ -1,9 +1,16 @@
-"""The training recipe: one run of LoRA fine-tuning with TRL's SFTTrainer, read top to bottom.
+"""The training recipe: one run of LoRA / QLoRA fine-tuning with TRL's SFTTrainer, read top to bottom.
 
 ``Recipe.setup()`` prepares, in dependency order, the device, the model, the data and the trainer; ``train()``
 runs it and saves the adapter (also when cancelled); the result goes to ``result.json`` via the worker. Progress
 and metrics go to the store through ``StoreCallback``; a cancel request (SIGTERM to the worker) sets ``stop``,
-which the callback turns into "stop after this step".
+which the callback turns into "stop after this step and save a checkpoint".
+
+A job may *resume* another one (``JobSpec.resume_from``: a checkpoint the manager copied into this job's
+``checkpoints/``): the trainer restores the adapter, optimizer, scheduler, RNG and step count from it, so the step
+count, the learning-rate schedule and the loss curve go on from where they stopped.
+
+Run by ``backend.worker`` in one process, or in several under ``accelerate launch`` (``num_devices`` > 1): then
+every process trains its share of each batch and only the first writes progress, metrics and the result.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,8 +31,18 @@ from backend.store import Store
 
 log = logging.getLogger(__name__)
 
-# Metrics the trainer logs that we chart; anything else it logs is ignored.
-CHARTED = ("loss", "learning_rate", "grad_norm", "epoch", "mean_token_accuracy", "num_tokens", "entropy")
+# Metrics the trainer logs that we chart; anything else it logs is ignored. tokens_per_s and peak_gpu_gb are ours.
+CHARTED = (
+    "loss",
+    "learning_rate",
+    "grad_norm",
+    "epoch",
+    "mean_token_accuracy",
+    "num_tokens",
+    "entropy",
+    "eval_loss",
+    "eval_mean_token_accuracy",
+)
 
 
 class RunFailed(RuntimeError):
@@ -40,10 +58,14 @@ class JobSpec:
     dataset_id: str
     dataset_path: str
     config: dict[str, Any]
+    shape: str = "prompt_response"  # the dataset's shape: prompt_response | chat | text
+    resume_from: str = ""  # a checkpoint folder to continue from (a resumed or retried job)
+    submitted_at: float = 0.0
 
     @classmethod
     def load(cls, job_dir: str | Path) -> JobSpec:
-        return cls(**json.loads((Path(job_dir) / "job.json").read_text()))
+        data = json.loads((Path(job_dir) / "job.json").read_text())
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
     def save(self, job_dir: str | Path) -> None:
         (Path(job_dir) / "job.json").write_text(json.dumps(asdict(self), indent=2))
@@ -76,51 +98,214 @@ def read_result(job_dir: str | Path) -> RunResult | None:
         return None
 
 
-def to_conversations(frame: Any, system_prompt: str = "") -> dict[str, list]:
-    """Our normalised rows → TRL's conversational prompt/completion format (loss on the completion only)."""
-    prompts, completions = [], []
-    systems = frame["system"] if "system" in frame else [""] * len(frame)
-    for p, r, s in zip(frame["prompt"], frame["response"], systems, strict=True):
-        sys_text = s or system_prompt
-        msgs = ([{"role": "system", "content": sys_text}] if sys_text else []) + [{"role": "user", "content": p}]
-        prompts.append(msgs)
-        completions.append([{"role": "assistant", "content": r}])
-    return {"prompt": prompts, "completion": completions}
+def last_checkpoint(job_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint of a job (one the trainer finished writing), or None."""
+    folder = Path(job_dir) / "checkpoints"
+    found = []
+    for d in folder.glob("checkpoint-*") if folder.is_dir() else []:
+        try:
+            step = int(d.name.split("-", 1)[1])
+        except ValueError:
+            continue
+        if (d / "trainer_state.json").is_file() and any(d.glob("adapter_model.*")):
+            found.append((step, d))
+    return max(found)[1] if found else None
 
 
-def make_store_callback(store: Store, job_id: str, stop: threading.Event) -> Any:
+def checkpoint_step(checkpoint: str | Path) -> int:
+    return int(json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"])
+
+
+# -- the callback --------------------------------------------------------------------------------------------------
+
+
+class StoreWriter:
+    """Writes progress and metrics to the store from a thread of its own, in order, so that the training loop never
+    waits for SQLite (a committed transaction costs milliseconds, a few % of a small model's step). ``flush`` waits
+    until everything queued is written; the recipe flushes before it reports the run's result."""
+
+    def __init__(self, store: Store, job_id: str):
+        import queue
+
+        self.store, self.job_id = store, job_id
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="tunedeck-metrics", daemon=True)
+        self._thread.start()
+
+    def progress(self, step: int, total: int, eta: float | None) -> None:
+        self._queue.put(("progress", step, total, eta, None, time.time()))
+
+    def step(self, step: int, total: int | None, eta: float | None, values: dict[str, float]) -> None:
+        self._queue.put(("step", step, total, eta, values, time.time()))
+
+    def flush(self) -> None:
+        self._queue.join()
+
+    def _run(self) -> None:
+        while True:
+            kind, step, total, eta, values, at = self._queue.get()
+            try:
+                if kind == "progress":
+                    self.store.set_progress(self.job_id, step, total, eta)
+                else:
+                    self.store.record_step(self.job_id, step, total, eta, values, at=at)
+            except Exception:  # noqa: BLE001 - a lost chart point must not stop training; the log says so
+                log.exception("could not record step %d in the store", step)
+            finally:
+                self._queue.task_done()
+
+
+def make_store_callback(
+    store: Store, job_id: str, stop: threading.Event, *, submitted_at: float = 0.0
+) -> Any:
     from transformers import TrainerCallback
 
     class StoreCallback(TrainerCallback):
-        """Writes progress and metrics to the store; turns a cancel request into 'stop after this step'."""
+        """Writes progress and metrics to the store (first process only); turns a cancel request into 'stop after
+        this step and save a checkpoint', agreed by every process of a multi-device run."""
 
         def __init__(self) -> None:
+            self.writer = StoreWriter(store, job_id)
             self.t0 = 0.0
+            self.start_step = 0
             self.losses: list[float] = []
+            self.first_step_at: float | None = None
+            self.tokens_offset = 0.0
+            self.last_tokens: tuple[float, float] | None = None  # (num_tokens, time) at the previous log
+            self.cuda = False
+            self.progress: tuple[int, int, float] | None = None
 
         def on_train_begin(self, args, state, control, **kw):
+            import torch
+
             self.t0 = time.monotonic()
-            store.set_progress(job_id, state.global_step, state.max_steps, None)
+            self.start_step = state.global_step
+            self.cuda = args.device.type == "cuda" and torch.cuda.is_available()
+            if self.cuda:
+                torch.cuda.reset_peak_memory_stats()
+            # A resumed run carries the earlier run's points (the manager copied them); TRL counts tokens from 0
+            # again, so its cumulative count is shifted to go on from the last one.
+            earlier = store.metrics(job_id, "num_tokens") if state.is_world_process_zero else []
+            self.tokens_offset = earlier[-1][2] if earlier and state.global_step else 0.0
+            self.losses = (
+                [v for s, _, v in store.metrics(job_id, "loss") if s <= state.global_step]
+                if state.is_world_process_zero and state.global_step
+                else []
+            )
+            if state.is_world_process_zero:
+                self.writer.progress(state.global_step, state.max_steps, None)
+
+        def on_train_end(self, args, state, control, **kw):
+            self.writer.flush()
 
         def on_step_end(self, args, state, control, **kw):
             done = state.global_step
-            elapsed = time.monotonic() - self.t0
-            eta = elapsed / max(done, 1) * max(state.max_steps - done, 0)
-            store.set_progress(job_id, done, state.max_steps, eta)
-            if stop.is_set():
-                log.info("cancel requested: stopping after step %d", done)
+            if self.first_step_at is None:
+                self.first_step_at = time.time()
+                if submitted_at:
+                    log.info(
+                        "first optimizer step %.2f s after the job was queued",
+                        self.first_step_at - submitted_at,
+                    )
+            if state.is_world_process_zero:
+                elapsed = time.monotonic() - self.t0
+                eta = elapsed / max(done - self.start_step, 1) * max(state.max_steps - done, 0)
+                self.progress = (done, state.max_steps, eta)
+                if not control.should_log:  # a logged step writes its progress with its metrics, in one go
+                    self.writer.progress(done, state.max_steps, eta)
+            if _agree(stop.is_set(), args):
+                log.info("cancel requested: stopping after step %d and saving a checkpoint", done)
                 control.should_training_stop = True
-                control.should_save = False
+                control.should_save = True  # the trainer writes checkpoint-<step> before it stops
 
         def on_log(self, args, state, control, logs=None, **kw):
-            values = {k: float(v) for k, v in (logs or {}).items() if k in CHARTED and isinstance(v, (int, float))}
+            if not state.is_world_process_zero:
+                return
+            values = {
+                k: float(v) for k, v in (logs or {}).items() if k in CHARTED and isinstance(v, (int, float))
+            }
             values = {k: v for k, v in values.items() if math.isfinite(v)}
+            now = time.monotonic()
+            if "num_tokens" in values:
+                values["num_tokens"] += self.tokens_offset
+                prev_tokens, prev_t = self.last_tokens or (self.tokens_offset, self.t0)
+                if now > prev_t and values["num_tokens"] >= prev_tokens:
+                    values["tokens_per_s"] = (values["num_tokens"] - prev_tokens) / (now - prev_t)
+                self.last_tokens = (values["num_tokens"], now)
+            if self.cuda:
+                import torch
+
+                values["peak_gpu_gb"] = torch.cuda.max_memory_allocated() / 2**30
             if "loss" in values:
                 self.losses.append(values["loss"])
-            store.add_metrics(job_id, state.global_step, values)
+            if self.progress is not None and self.progress[0] == state.global_step:
+                self.writer.step(state.global_step, *self.progress[1:], values)
+            else:
+                self.writer.step(state.global_step, None, None, values)
             log.info("step %d %s", state.global_step, " ".join(f"{k}={v:.4g}" for k, v in values.items()))
 
     return StoreCallback()
+
+
+def _agree(flag: bool, args: Any) -> bool:
+    """Any process's flag, seen by all of them (every process of a multi-device run must stop at the same step)."""
+    if args.world_size <= 1:
+        return flag
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([1.0 if flag else 0.0], device=args.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def auto_batching(choice: str, padding_waste: float, device_kind: str) -> str:
+    """``batching: auto`` decided from the data: padded when padding would waste under 10 % of a batch (nothing to
+    gain); padding-free where FlashAttention-2 handles a joined batch as separate sequences; otherwise batches grouped
+    by length: without FlashAttention a joined batch needs a block-diagonal mask over all its tokens, and on a CPU
+    grouped batches measured fastest (bench/RESULTS.md)."""
+    if choice != "auto":
+        return choice
+    if padding_waste < 0.1:
+        return "padded"
+    if device_kind == "cuda":
+        from transformers.utils import is_flash_attn_2_available
+
+        if is_flash_attn_2_available():
+            return "padding_free"
+    return "grouped"
+
+
+def guard_bnb_cpu(model: Any) -> int:
+    """The bitsandbytes CPU trap (see docs: a 4-bit model that ran a no-grad forward in eval mode gets its weights
+    repacked into an inference-only layout, after which no gradient flows through them and the loss goes flat).
+
+    We switch that repacking off on every 4-bit layer, so evaluation during training cannot trigger it, and undo it
+    where it already happened. Returns how many layers had to be undone."""
+    try:
+        import bitsandbytes as bnb
+        from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+    except ImportError:
+        return 0
+    undone = 0
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+            state = getattr(module.weight, "quant_state", None)
+            if state is not None and getattr(state, "packing_format_for_cpu", False):
+                module.weight.data, module.weight.quant_state = _convert_weight_packed_for_cpu_inverse(
+                    module.weight.data, state
+                )
+                undone += 1
+    if undone:
+        log.warning(
+            "bitsandbytes had repacked %d 4-bit layers for inference on this CPU; restored them for training",
+            undone,
+        )
+    return undone
+
+
+# -- the recipe ----------------------------------------------------------------------------------------------------
 
 
 class Recipe:
@@ -131,6 +316,19 @@ class Recipe:
         self.stop = stop
         self.cfg = RunConfig.parse(spec.config)
         self.paths = Paths.from_env(spec.home)
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.trainer: Any = None
+        self.model_shape: Any = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def step(self) -> int:
+        return self.trainer.state.global_step if self.trainer is not None else 0
 
     # -- setup, in dependency order -------------------------------------------------------------------------
 
@@ -144,27 +342,44 @@ class Recipe:
         from backend.hardware import detect
 
         self.caps = detect(self.cfg.device)
+        if self.caps.kind == "cpu":
+            import torch
+
+            # LoRA's optimizer state and gradients drift into denormal floats on a CPU (tiny squared gradients),
+            # where each operation on them is ~10x slower; flushing them to zero changes nothing that matters.
+            torch.set_flush_denormal(True)
         if self.cfg.method == "qlora" and self.caps.kind == "mps":
-            raise RunFailed("QLoRA (4-bit) needs bitsandbytes, which does not support Apple MPS. Fix: use method lora.")
-        log.info("device: %s (%s)", self.caps.kind, self.caps.name)
+            raise RunFailed(
+                "QLoRA (4-bit) needs bitsandbytes, which does not support Apple MPS. Fix: use method lora."
+            )
+        if self.world_size > 1 and self.caps.kind == "cuda":
+            import torch
+
+            torch.cuda.set_device(self.local_rank)
+        log.info(
+            "device: %s (%s)%s",
+            self.caps.kind,
+            self.caps.name,
+            f", process {self.rank + 1} of {self.world_size}" if self.world_size > 1 else "",
+        )
 
     def _setup_model(self) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from backend import hf, models, tinymodel
+        from backend import estimate, hf, models, tinymodel
 
         try:
-            ref = models.check_available(self.cfg.base_model, self.paths)
+            self.model_ref = models.check_available(self.cfg.base_model, self.paths)
         except models.ModelError as exc:
             raise RunFailed(str(exc)) from None
-        if ref.is_tiny:
-            tinymodel.build(ref.location)
-        source = ref.location
+        if self.model_ref.is_tiny:
+            tinymodel.build(self.model_ref.location)
+        source = self.model_ref.location
         self.tokenizer = AutoTokenizer.from_pretrained(source)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        if not getattr(self.tokenizer, "chat_template", None):
+        if not getattr(self.tokenizer, "chat_template", None) and self.spec.shape != "text":
             raise RunFailed(
                 f"The model {self.cfg.base_model} has no chat template, so TuneDeck cannot format prompts and "
                 "responses for it. Fix: pick an instruct/chat model (e.g. Qwen/Qwen2.5-0.5B-Instruct)."
@@ -175,76 +390,159 @@ class Recipe:
         if quant is not None:
             kwargs["quantization_config"] = quant
             if self.caps.kind == "cuda":
-                kwargs["device_map"] = {"": 0}
+                kwargs["device_map"] = {"": self.local_rank}
         log.info("loading %s (%s, %s)", self.cfg.base_model, self.cfg.method, dtype)
         self.model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        try:
+            self.model_shape = estimate.shape_from_config(self.model.config.to_dict(), self.cfg.base_model)
+        except (TypeError, ValueError, KeyError):
+            self.model_shape = None
         # from_pretrained returns eval mode. A 4-bit model that runs any no-grad forward in eval mode before
-        # training gets repacked by bitsandbytes on some CPUs and then silently stops learning: train mode now.
+        # training gets repacked by bitsandbytes on some CPUs and then silently stops learning: train mode now,
+        # and the repacking switched off for good (evaluation during training would trigger it too).
         self.model.train()
+        if quant is not None and self.caps.kind == "cpu":
+            guard_bnb_cpu(self.model)
 
     def _setup_data(self) -> None:
-        import pandas as pd
-        from datasets import Dataset
+        from backend import hf, models, prepare
 
-        frame = pd.read_parquet(self.spec.dataset_path)
-        self._check_lengths(frame)
-        self.train_dataset = Dataset.from_dict(to_conversations(frame, self.cfg.system_prompt))
-        log.info("dataset %s: %d examples", self.spec.dataset_id, len(self.train_dataset))
-
-    def _check_lengths(self, frame: Any) -> None:
-        """Refuse a max_length that cuts off whole responses: the longest prompt must fit with room to spare."""
-        convs = to_conversations(frame, self.cfg.system_prompt)
-        longest, row = 0, 0
-        for i, msgs in enumerate(convs["prompt"]):
-            ids = self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True)
-            n = len(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
-            if n > longest:
-                longest, row = n, i
-        if longest >= self.cfg.max_length:
-            src_row = int(frame["source_row"].iloc[row]) if "source_row" in frame else row + 1
-            raise RunFailed(
-                f"max_length = {self.cfg.max_length} is shorter than the longest prompt ({longest} tokens, row "
-                f"{src_row} of the file), so its response would be cut off entirely. Fix: set max_length to at "
-                f"least {_round_up(longest + 64)}, or shorten that prompt."
-            )
+        prepared = prepare.prepare(
+            self.spec.dataset_path,
+            self.spec.shape,
+            self.tokenizer,
+            max_length=self.cfg.max_length,
+            system_prompt=self.cfg.system_prompt,
+            batch_size=self.cfg.batch_size,
+            tokenizer_file=models.tokenizer_file(self.model_ref),
+        )
+        self.stats = prepared.stats
+        self.batching = auto_batching(self.cfg.batching, prepared.stats.padding_waste, self.caps.kind)
+        self.train_dataset, self.eval_dataset = prepared.train, prepared.eval
+        if self.batching == "packed":
+            self.train_dataset = prepare.pack(self.train_dataset, self.cfg.max_length)
+            if self.eval_dataset is not None:
+                self.eval_dataset = prepare.pack(self.eval_dataset, self.cfg.max_length)
+        s = prepared.stats
+        log.info(
+            "dataset %s (%s): %d training and %d validation examples, %d tokens, loss on %s; %s in %.2f s%s%s",
+            self.spec.dataset_id,
+            self.spec.shape,
+            s.n_train,
+            s.n_eval,
+            s.train_tokens,
+            s.mask_method,
+            "cached tokens loaded" if s.cache_hit else "tokenized",
+            s.seconds,
+            f"; {s.truncated} cut to max_length" if s.truncated else "",
+            f"; {s.dropped_no_loss} dropped (no response left within max_length)"
+            if s.dropped_no_loss
+            else "",
+        )
+        log.info(
+            "batching: %s (padding would waste %.0f%% of each batch)", self.batching, 100 * s.padding_waste
+        )
+        rows_per_example = len(self.train_dataset) / max(s.n_train, 1)
+        self.total_steps = hf.planned_steps(self.cfg, s.n_train, self.world_size, rows_per_example)
 
     def _setup_trainer(self) -> None:
+        from transformers.trainer_callback import PrinterCallback
         from trl import SFTTrainer
 
         from backend import hf
 
-        self.callback = make_store_callback(self.store, self.spec.job_id, self.stop)
+        cfg = self.cfg.updated(batching=self.batching)
+        eval_every = hf.eval_interval(cfg, self.total_steps) if self.eval_dataset is not None else None
+        self.callback = make_store_callback(
+            self.store, self.spec.job_id, self.stop, submitted_at=self.spec.submitted_at
+        )
+        try:
+            args = hf.sft_config(cfg, self.caps, str(self.job_dir / "checkpoints"), eval_every=eval_every)
+        except hf.UnsupportedOnDevice as exc:
+            raise RunFailed(str(exc)) from None
         self.trainer = SFTTrainer(
             model=self.model,
-            args=hf.sft_config(self.cfg, self.caps, str(self.job_dir / "checkpoints")),
+            args=args,
             train_dataset=self.train_dataset,
+            eval_dataset=self.eval_dataset,
             processing_class=self.tokenizer,
-            peft_config=hf.lora_config(self.cfg),
+            peft_config=hf.lora_config(cfg),
             callbacks=[self.callback],
         )
         # Our callback logs each step with the job id; the Trainer's own printer would log it a second time.
-        from transformers.trainer_callback import PrinterCallback
-
         self.trainer.remove_callback(PrinterCallback)
+        if self.batching == "grouped":
+            # The Trainer would read the "length" column one row at a time (~2 s per 10k rows before the first
+            # step); the same sampler from the column read at once.
+            from transformers.trainer_pt_utils import LengthGroupedSampler
+
+            lengths = self.train_dataset.data.column("length").to_pylist()
+            group = args.train_batch_size * args.gradient_accumulation_steps
+            self.trainer._get_train_sampler = lambda dataset=None: LengthGroupedSampler(
+                group, lengths=lengths
+            )
         trainable, total = self.trainer.model.get_nb_trainable_parameters()
-        log.info("trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / total)
+        log.info(
+            "trainable parameters: %d of %d (%.2f%%); %s",
+            trainable,
+            total,
+            100 * trainable / total,
+            f"evaluating every {eval_every} steps" if eval_every else "no validation split: no evaluation",
+        )
 
     # -- run ------------------------------------------------------------------------------------------------
 
     def train(self) -> RunResult:
         t0 = time.monotonic()
         if self.stop.is_set():
-            return RunResult(status="cancelled", reason="cancelled before training started", device=self.caps.kind)
-        self.trainer.train()
+            return RunResult(
+                status="cancelled", reason="cancelled before training started", device=self.caps.kind
+            )
+        resume = self.spec.resume_from or None
+        resume_step = checkpoint_step(resume) if resume else 0  # read now: newer checkpoints rotate it away
+        if resume:
+            log.info("resuming from %s (step %d)", resume, resume_step)
+        if self.cfg.method == "qlora" and self.caps.kind == "cpu":
+            guard_bnb_cpu(self.trainer.model)
+        try:
+            output = self.trainer.train(resume_from_checkpoint=resume)
+        finally:
+            self.callback.writer.flush()  # every point is in the store before the result says the run ended
         state = self.trainer.state
         adapter_dir = self.job_dir / "adapter"
-        self.trainer.save_model(str(adapter_dir))
-        self.tokenizer.save_pretrained(str(adapter_dir))
+        self.trainer.save_model(
+            str(adapter_dir)
+        )  # every process takes part (FSDP gathers); the first one writes
+        if self.is_main:
+            self.tokenizer.save_pretrained(str(adapter_dir))
         losses = self.callback.losses
         cancelled = self.stop.is_set() and state.global_step < state.max_steps
+        checkpoint = last_checkpoint(self.job_dir)
+        extra = {
+            "base_model": self.cfg.base_model,
+            "method": self.cfg.method,
+            "batching": self.batching,
+            "world_size": self.world_size,
+            "resumed_from_step": resume_step,
+            "checkpoint": str(checkpoint) if checkpoint else "",
+            "first_step_at": self.callback.first_step_at,
+            "dataset": {k: v for k, v in asdict(self.stats).items() if k != "lengths_sample"},
+            "peak_rss_mb": _peak_rss_mb(),
+            "train_runtime": output.metrics.get(
+                "train_runtime"
+            ),  # the trainer's own clock, as in the benchmarks
+            "train_tokens": getattr(
+                self.trainer, "_total_train_tokens", None
+            ),  # real tokens, this process's run
+        }
+        if self.callback.cuda:
+            import torch
+
+            extra["peak_gpu_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
         return RunResult(
             status="cancelled" if cancelled else "succeeded",
-            reason=f"cancelled at step {state.global_step} of {state.max_steps}; the adapter so far is saved"
+            reason=f"cancelled at step {state.global_step} of {state.max_steps}; the adapter so far is saved, and "
+            "a checkpoint to resume from"
             if cancelled
             else "",
             adapter_dir=str(adapter_dir),
@@ -254,9 +552,80 @@ class Recipe:
             final_loss=losses[-1] if losses else None,
             train_seconds=round(time.monotonic() - t0, 2),
             device=self.caps.kind,
-            extra={"base_model": self.cfg.base_model, "method": self.cfg.method},
+            extra=extra,
         )
 
 
-def _round_up(n: int, to: int = 64) -> int:
+def failure(exc: BaseException, recipe: Recipe | None) -> RunResult:
+    """A failed run's result: a reason a person can act on, and what the manager needs to retry it."""
+    step = recipe.step if recipe is not None else 0
+    total = recipe.trainer.state.max_steps if recipe is not None and recipe.trainer is not None else 0
+    extra: dict[str, Any] = {"step": step, "checkpoint": ""}
+    if recipe is not None:
+        ckpt = last_checkpoint(recipe.job_dir)
+        extra["checkpoint"] = str(ckpt) if ckpt else ""
+    if is_out_of_memory(exc):
+        extra["out_of_memory"] = True
+        cfg = recipe.cfg if recipe is not None else None
+        reason = f"out of GPU memory at step {step}" + (f" of {total}" if total else "") + "."
+        return RunResult(
+            status="failed",
+            reason=f"{reason} Fix: {oom_suggestions(cfg, recipe)}",
+            steps=step,
+            total_steps=total,
+            device=recipe.caps.kind if recipe else "",
+            extra=extra,
+        )
+    return RunResult(status="failed", reason=explain(exc), steps=step, total_steps=total, extra=extra)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return (
+        type(exc).__name__ == "OutOfMemoryError"
+        or "cuda out of memory" in text
+        or ("out of memory" in text and "cuda" in text)
+    )
+
+
+def oom_suggestions(cfg: RunConfig | None, recipe: Recipe | None) -> str:
+    """The same concrete changes the estimate suggests before a job starts, with their estimated peaks if known."""
+    if cfg is None:
+        return "lower batch_size (and raise grad_accum), lower max_length, turn on gradient_checkpointing, or use method qlora."
+    from backend import estimate
+
+    shape = recipe.model_shape if recipe is not None else None
+    tips = []
+    for label, changed in estimate._alternatives(cfg, None)[:4]:
+        if shape is not None:
+            label += f" (about {estimate.memory(shape, changed).total:.1f} GB)"
+        tips.append(label)
+    if cfg.oom_retry and cfg.batch_size > 1:
+        tips.append("oom_retry is on, so TuneDeck retries with half the batch by itself")
+    return "; or ".join(tips) + "."
+
+
+def explain(exc: BaseException) -> str:
+    """A reason a person can act on, for the errors we know; the type and message otherwise."""
+    text = str(exc)
+    if isinstance(exc, RunFailed):
+        return text
+    name = type(exc).__name__
+    if is_out_of_memory(exc):
+        return f"out of GPU memory. Fix: {oom_suggestions(None, None)}"
+    if name in ("OfflineModeIsEnabled", "LocalEntryNotFoundError") or "offline" in text.lower():
+        return f"the model could not be loaded offline: {text}. Fix: download it once with internet, or pick tiny-offline."
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{name}: {first}" if first else name
+
+
+def _peak_rss_mb() -> float:
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)
+
+
+def round_up(n: int, to: int = 64) -> int:
     return (n + to - 1) // to * to

@@ -22,6 +22,10 @@ def dataset_view(d: DatasetRecord) -> dict[str, Any]:
         "skipped_rows": report.get("rows_in_file", d.n_rows) - d.n_rows,
         "created": _iso(d.created),
         "path": d.path,
+        "shape": d.info.get("shape", "prompt_response"),
+        "train_rows": report.get("train_rows", d.n_rows),
+        "validation_rows": report.get("validation_rows", 0),
+        "sha256": d.info.get("sha256", ""),
     }
 
 
@@ -53,8 +57,29 @@ def job_view(store: Store, job: JobRecord, positions: dict[str, int] | None = No
         "adapter_dir": adapter if adapter and Path(adapter).is_dir() else None,
         "job_dir": job.job_dir,
         "elapsed_s": round((job.finished or time.time()) - job.started, 1) if job.started else None,
+        **_training_view(store, job),
     }
     return view
+
+
+def _training_view(store: Store, job: JobRecord) -> dict[str, Any]:
+    """What the training engine adds: where a run came from, whether it can be resumed, its latest measurements."""
+    from backend.train import last_checkpoint
+
+    result = job.result or {}
+    extra = result.get("extra") or {}
+    resumable = job.status in (JobStatus.CANCELLED, JobStatus.FAILED) and last_checkpoint(job.job_dir) is not None
+
+    last = store.last_metrics(job.id, ("tokens_per_s", "eval_loss", "peak_gpu_gb"))
+    return {
+        "resumed_from": job.resumed_from or None,
+        "retry_of": job.retry_of or None,
+        "resumable": resumable,
+        "tokens_per_s": last.get("tokens_per_s"),
+        "eval_loss": last.get("eval_loss"),
+        "peak_gpu_gb": extra.get("peak_gpu_gb") or last.get("peak_gpu_gb"),
+        "batching": extra.get("batching"),
+    }
 
 
 def job_detail(store: Store, job: JobRecord) -> dict[str, Any]:

@@ -1,11 +1,21 @@
-"""Run one training job. Started by the job manager as a fresh interpreter in its own process group:
+"""Run one training job. Started by the job manager in its own process group:
 
     python -m backend.worker <job dir>
 
 It reads ``job.json`` from the job directory, trains, and writes ``result.json`` (succeeded, cancelled, or failed
 with the reason). Its stdout/stderr go to ``worker.log`` in the same directory. SIGTERM asks it to stop after the
-current step and save the adapter. It never writes the job's status: the manager decides that from the exit code
-and ``result.json``. Exit codes: 0 result written (succeeded or cancelled), 1 failed (result written), 2 bad call.
+current step, save a checkpoint and the adapter. It never writes the job's status: the manager decides that from
+the exit code and ``result.json``. Exit codes: 0 result written (succeeded or cancelled), 1 failed (result
+written), 2 bad call.
+
+Under ``accelerate launch`` (a job with ``num_devices`` > 1) one worker runs per device; only the first writes
+``result.json``.
+
+    python -m backend.worker --standby
+
+starts a *standby* worker: it imports torch, transformers, TRL and PEFT (several seconds), then waits for a job
+directory on stdin and runs that job as above. The manager keeps one ready while idle, so that pressing Train
+does not wait for those imports. It exits when stdin closes (the manager went away).
 """
 
 from __future__ import annotations
@@ -21,37 +31,16 @@ from pathlib import Path
 from backend.logs import setup_worker_logging
 from backend.settings import Paths
 from backend.store import Store
-from backend.train import JobSpec, Recipe, RunFailed, RunResult
+from backend.train import JobSpec, Recipe, explain, failure
 
 log = logging.getLogger("backend.worker")
 
-
-def explain(exc: BaseException) -> str:
-    """A reason a person can act on, for the errors we know; the type and message otherwise."""
-    text = str(exc)
-    if isinstance(exc, RunFailed):
-        return text
-    name = type(exc).__name__
-    if "out of memory" in text.lower() or name == "OutOfMemoryError":
-        return (
-            "out of GPU memory. Fix: lower batch_size (and raise grad_accum to keep the effective batch), lower "
-            "max_length, turn on gradient_checkpointing, or use method qlora."
-        )
-    if name in ("OfflineModeIsEnabled", "LocalEntryNotFoundError") or "offline" in text.lower():
-        return f"the model could not be loaded offline: {text}. Fix: download it once with internet, or pick tiny-offline."
-    first = text.strip().splitlines()[0] if text.strip() else ""
-    return f"{name}: {first}" if first else name
+__all__ = ["explain", "main", "run_job"]
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1 or not (Path(argv[0]) / "job.json").is_file():
-        print("usage: python -m backend.worker <job dir containing job.json>", file=sys.stderr)
-        return 2
-    job_dir = Path(argv[0])
+def run_job(job_dir: Path) -> int:
     spec = JobSpec.load(job_dir)
     setup_worker_logging(spec.job_id)
-
     stop = threading.Event()
 
     def on_term(signum, frame):  # only sets a flag: the training loop checks it after each step
@@ -60,17 +49,63 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     store = Store(Paths.from_env(spec.home).db)
-    log.info("worker pid %d started for %s", os.getpid(), job_dir)
+    rank = int(os.environ.get("RANK", "0"))
+    log.info("worker pid %d started for %s%s", os.getpid(), job_dir, f" (process {rank})" if rank else "")
+    recipe: Recipe | None = None
     try:
         recipe = Recipe(spec, job_dir, store, stop)
         recipe.setup()
         result = recipe.train()
     except BaseException as exc:  # noqa: BLE001 - every failure must end as a result the person can read
         traceback.print_exc()
-        result = RunResult(status="failed", reason=explain(exc))
-    result.save(job_dir)
+        result = failure(exc, recipe)
+    if rank == 0:
+        result.save(job_dir)
     log.info("finished: %s %s", result.status, result.reason)
     return 1 if result.status == "failed" else 0
+
+
+def standby() -> int:
+    """Import the heavy libraries now, then run the job whose directory arrives on stdin."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+    import trl  # noqa: F401
+    from peft import LoraConfig  # noqa: F401
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
+    from trl import SFTConfig, SFTTrainer  # noqa: F401
+
+    from backend import hardware, prepare  # noqa: F401
+    from backend.logs import quiet_hf
+
+    quiet_hf()
+    print(f"ready {os.getpid()}", flush=True)
+    line = sys.stdin.readline().strip()
+    if not line:
+        return 0  # the manager closed the pipe: nothing to do
+    job_dir = Path(line)
+    if not (job_dir / "job.json").is_file():
+        print(f"standby worker: no job.json in {job_dir}", file=sys.stderr)
+        return 2
+    # From here on this process is that job's worker: its folder, its log.
+    os.chdir(job_dir)
+    log_fd = os.open(job_dir / "worker.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    return run_job(job_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == ["--standby"]:
+        return standby()
+    if len(argv) != 1 or not (Path(argv[0]) / "job.json").is_file():
+        print("usage: python -m backend.worker <job dir containing job.json> | --standby", file=sys.stderr)
+        return 2
+    return run_job(Path(argv[0]))
 
 
 if __name__ == "__main__":

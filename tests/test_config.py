@@ -128,3 +128,38 @@ def test_field_help_covers_every_setting():
     help_texts = RunConfig.field_help()
     assert set(help_texts) == set(RunConfig.model_fields)
     assert all(text.strip() for text in help_texts.values())
+
+
+def test_training_engine_defaults():
+    cfg = RunConfig.parse({})
+    assert (cfg.use_dora, cfg.use_rslora, cfg.optimizer, cfg.batching) == (False, False, "auto", "auto")
+    assert (cfg.save_steps, cfg.eval_steps, cfg.oom_retry) == (100, 0, False)
+    assert (cfg.num_devices, cfg.multi_device) == (1, "ddp")
+
+
+def test_settings_that_do_not_go_together_are_reported_with_the_rest():
+    with pytest.raises(ConfigError) as info:
+        RunConfig.parse({"method": "qlora", "device": "mps", "optimizer": "paged_adamw_8bit", "lora_r": 0})
+    fields = [p.field for p in info.value.problems]
+    assert fields == ["lora_r", "method", "optimizer"]
+    text = str(info.value)
+    assert "method = 'qlora': qlora needs bitsandbytes, which does not run on Apple MPS" in text
+    assert "optimizer = 'paged_adamw_8bit': paged_adamw_8bit needs a CUDA GPU, but device is mps" in text
+    with pytest.raises(ConfigError, match="multi_device = 'fsdp': fsdp splits a model across GPUs"):
+        RunConfig.parse({"num_devices": 2, "multi_device": "fsdp", "device": "cpu"})
+    with pytest.raises(ConfigError, match=r"num_devices = 0: .*Fix: use a whole number of at least 1"):
+        RunConfig.parse({"num_devices": 0})
+    # Fine on their own and together:
+    assert RunConfig.parse({"num_devices": 2, "device": "cpu"}).num_devices == 2
+    assert (
+        RunConfig.parse({"method": "qlora", "optimizer": "paged_adamw_8bit", "device": "cuda"}).method
+        == "qlora"
+    )
+
+
+def test_every_setting_has_a_widget_in_the_train_tab():
+    from ui.train_tab import BASIC, FIELDS
+
+    assert sorted(FIELDS) == sorted(RunConfig.model_fields)
+    assert len(FIELDS) == len(set(FIELDS))
+    assert len(BASIC) <= 8 and {"base_model", "method", "max_steps", "learning_rate"} <= set(BASIC)

@@ -22,8 +22,14 @@ QUESTION = "What is the capital of France?"
 
 
 def tunedeck(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "backend", *args], cwd=PROJECT_ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "backend", *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def tunedeck_json(env: dict[str, str], *args: str, timeout: float = 300) -> dict | list:
@@ -36,8 +42,13 @@ def tunedeck_json(env: dict[str, str], *args: str, timeout: float = 300) -> dict
 def home(tmp_path_factory: pytest.TempPathFactory, tiny_model_build: Path) -> dict:
     root = tmp_path_factory.mktemp("e2e-home")
     link_tiny_model(Paths.from_env(root), tiny_model_build)
-    env = {**os.environ, "TUNEDECK_HOME": str(root), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "GRADIO_ANALYTICS_ENABLED": "False"}
+    env = {
+        **os.environ,
+        "TUNEDECK_HOME": str(root),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+    }
     added = tunedeck_json(env, "data", "add", str(SAMPLE_CSV), "--name", "capitals")
     assert added["rows"] == 32 and added["mapping"]["prompt"] == "question"
     return {"root": root, "env": env}
@@ -45,8 +56,17 @@ def home(tmp_path_factory: pytest.TempPathFactory, tiny_model_build: Path) -> di
 
 @pytest.fixture(scope="module")
 def trained(home: dict) -> dict:
-    res = tunedeck(home["env"], "train", "capitals", "--preset", "tiny-offline", "--set", "max_steps=30", "--wait",
-                   "--json")
+    res = tunedeck(
+        home["env"],
+        "train",
+        "capitals",
+        "--preset",
+        "tiny-offline",
+        "--set",
+        "max_steps=30",
+        "--wait",
+        "--json",
+    )
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout)
 
@@ -73,28 +93,39 @@ def test_adapter_reloads_with_plain_peft_and_answers_the_same(home: dict, traine
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    ours = tunedeck_json(home["env"], "generate", trained["id"], "--prompt", QUESTION, "--max-new-tokens", "24")
+    ours = tunedeck_json(
+        home["env"], "generate", trained["id"], "--prompt", QUESTION, "--max-new-tokens", "24"
+    )
     base_dir = Paths.from_env(home["root"]).models / "tiny-offline"
     tok = AutoTokenizer.from_pretrained(trained["adapter_dir"])
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), trained["adapter_dir"]).eval()
-    enc = tok.apply_chat_template([{"role": "user", "content": QUESTION}], add_generation_prompt=True,
-                                  return_tensors="pt", return_dict=True)
+    model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(base_dir), trained["adapter_dir"]
+    ).eval()
+    enc = tok.apply_chat_template(
+        [{"role": "user", "content": QUESTION}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     with torch.inference_mode():
         out = model.generate(**enc, max_new_tokens=24, do_sample=False, pad_token_id=tok.pad_token_id)
-    plain = tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    plain = tok.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     assert ours["reply"] == plain
     assert plain.startswith("The capital of")  # 30 steps learn the answers' pattern (60 learn the cities too)
     merged = model.merge_and_unload()
     with torch.inference_mode():
         out2 = merged.generate(**enc, max_new_tokens=24, do_sample=False, pad_token_id=tok.pad_token_id)
-    assert tok.decode(out2[0, enc["input_ids"].shape[1]:], skip_special_tokens=True) == plain
-    base = tunedeck_json(home["env"], "generate", "--base", "tiny-offline", "--prompt", QUESTION,
-                         "--max-new-tokens", "24")
+    assert tok.decode(out2[0, enc["input_ids"].shape[1] :], skip_special_tokens=True) == plain
+    base = tunedeck_json(
+        home["env"], "generate", "--base", "tiny-offline", "--prompt", QUESTION, "--max-new-tokens", "24"
+    )
     assert base["reply"] != plain  # the adapter is what changed the answer
 
 
 def test_cancel_stops_a_running_job_and_keeps_its_adapter(home: dict) -> None:
-    job = tunedeck_json(home["env"], "train", "capitals", "--preset", "tiny-offline", "--set", "max_steps=5000")
+    job = tunedeck_json(
+        home["env"], "train", "capitals", "--preset", "tiny-offline", "--set", "max_steps=5000"
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         shown = tunedeck_json(home["env"], "show", job["id"])
@@ -112,8 +143,17 @@ def test_a_failing_worker_ends_as_failed_with_its_reason(home: dict, tmp_path: P
     broken = tmp_path / "broken-model"
     broken.mkdir()
     (broken / "config.json").write_text("{}")
-    res = tunedeck(home["env"], "train", "capitals", "--preset", "tiny-offline", "--set", f"base_model={broken}",
-                   "--wait", "--json")
+    res = tunedeck(
+        home["env"],
+        "train",
+        "capitals",
+        "--preset",
+        "tiny-offline",
+        "--set",
+        f"base_model={broken}",
+        "--wait",
+        "--json",
+    )
     assert res.returncode == 1
     detail = json.loads(res.stdout)
     assert detail["status"] == "failed" and detail["reason"]
@@ -132,8 +172,19 @@ def test_hub_model_without_network_fails_fast_and_creates_nothing(home: dict) ->
 
 
 def test_bad_settings_are_all_reported_at_once(home: dict) -> None:
-    res = tunedeck(home["env"], "train", "capitals", "--preset", "tiny-offline", "--set", "learning_rate=0",
-                   "--set", "lora_r=0", "--set", "max_steps=0")
+    res = tunedeck(
+        home["env"],
+        "train",
+        "capitals",
+        "--preset",
+        "tiny-offline",
+        "--set",
+        "learning_rate=0",
+        "--set",
+        "lora_r=0",
+        "--set",
+        "max_steps=0",
+    )
     assert res.returncode == 2
     for field in ("learning_rate = 0", "lora_r = 0", "max_steps = 0"):
         assert field in res.stderr
@@ -143,10 +194,18 @@ def test_bad_settings_are_all_reported_at_once(home: dict) -> None:
 
 
 def test_the_web_app_process_never_imports_torch(home: dict) -> None:
-    code = ("import sys, app; a, ctx, stop = app.create(); stop(); "
-            "print(sorted(m for m in ('torch', 'transformers', 'peft', 'trl') if m in sys.modules))")
-    res = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, env=home["env"], capture_output=True,
-                         text=True, timeout=120)
+    code = (
+        "import sys, app; a, ctx, stop = app.create(); stop(); "
+        "print(sorted(m for m in ('torch', 'transformers', 'peft', 'trl') if m in sys.modules))"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=PROJECT_ROOT,
+        env=home["env"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().splitlines()[-1] == "[]"
 
@@ -164,13 +223,26 @@ def test_every_ui_action_works_through_the_gradio_api(home: dict, trained: dict,
     try:
         client = Client(f"http://127.0.0.1:{port}", verbose=False)
         names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-        for endpoint in ("/preview_file", "/save_dataset", "/list_datasets", "/preset_values", "/submit_job",
-                         "/list_jobs", "/job_detail", "/cancel_job", "/chat", "/chat_targets"):
+        for endpoint in (
+            "/preview_file",
+            "/save_dataset",
+            "/list_datasets",
+            "/preset_values",
+            "/submit_job",
+            "/list_jobs",
+            "/job_detail",
+            "/cancel_job",
+            "/chat",
+            "/chat_targets",
+            "/estimate",
+            "/resume_job",
+        ):
             assert endpoint in names
         message, *_ = client.predict(handle_file(str(SAMPLE_CSV)), api_name="/preview_file")
         assert "32 rows" in message
-        saved = client.predict(handle_file(str(SAMPLE_CSV)), "api-capitals", "question", "answer",
-                               api_name="/save_dataset")
+        saved = client.predict(
+            handle_file(str(SAMPLE_CSV)), "api-capitals", "question", "answer", api_name="/save_dataset"
+        )
         assert "Saved dataset" in saved[0]
         summary, _, log = client.predict(trained["id"], api_name="/job_detail")
         assert "succeeded" in summary and trained["id"] in log
@@ -179,6 +251,15 @@ def test_every_ui_action_works_through_the_gradio_api(home: dict, trained: dict,
         assert reply.startswith("The capital of")
         refused = client.predict(trained["id"], api_name="/cancel_job")
         assert "already ended" in refused
+        not_again, new_id = client.predict(trained["id"], api_name="/resume_job")
+        assert "nothing left to resume" in not_again and not new_id
+        estimate = client.predict(
+            "capitals",
+            "tiny-offline",
+            *client.predict("tiny-offline", api_name="/preset_values")[1:],
+            api_name="/estimate",
+        )
+        assert "GB" in estimate and "steps" in estimate
         # The README's example: settings from a preset, then a job, then cancel it.
         values = client.predict("tiny-offline", api_name="/preset_values")[1:]
         message, job_id = client.predict("capitals", "tiny-offline", *values, api_name="/submit_job")
@@ -191,3 +272,151 @@ def test_every_ui_action_works_through_the_gradio_api(home: dict, trained: dict,
     finally:
         blocks.close()
         stop()
+
+
+# -- resuming, several processes, the warm worker --------------------------------------------------------------------
+
+
+def wait_for_step(env: dict, job_id: str, step: int, timeout: float = 180) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        shown = tunedeck_json(env, "show", job_id)
+        if shown["status"] == "running" and shown["step"] >= step:
+            return shown
+        assert shown["status"] in ("queued", "running"), shown
+        time.sleep(0.5)
+    pytest.fail(f"{job_id} did not reach step {step}")
+
+
+def test_a_cancelled_run_resumes_where_it_stopped(home: dict) -> None:
+    job = tunedeck_json(home["env"], "train", "capitals", "--preset", "tiny-offline", "--set", "max_steps=40")
+    wait_for_step(home["env"], job["id"], 5)
+    cancelled = tunedeck_json(home["env"], "cancel", job["id"], "--timeout", "60")
+    assert cancelled["status"] == "cancelled" and cancelled["resumable"]
+    stopped_at = cancelled["step"]
+    shown = tunedeck(home["env"], "show", job["id"])
+    assert f"tunedeck resume {job['id']}" in shown.stdout
+
+    res = tunedeck(home["env"], "resume", job["id"], "--wait", "--json")
+    assert res.returncode == 0, res.stderr
+    assert f"from its checkpoint at step {stopped_at}" in res.stderr
+    resumed = json.loads(res.stdout)
+    assert resumed["status"] == "succeeded" and resumed["resumed_from"] == job["id"]
+    assert resumed["result"]["extra"]["resumed_from_step"] == stopped_at and resumed["result"]["steps"] == 40
+    # One loss curve, step 1 to 40: the earlier run's points, then the resumed ones.
+    steps = [s for s, _ in resumed["metrics"]["loss"]]
+    assert steps == list(range(1, 41))
+    before = {s: v for s, v in cancelled_metrics(home, job["id"])}
+    assert all(v == before[s] for s, v in resumed["metrics"]["loss"] if s <= stopped_at)
+    tokens = [v for _, v in resumed["metrics"]["num_tokens"]]
+    assert tokens == sorted(tokens)  # the token count goes on rising
+    # A finished run cannot be resumed; the message says why.
+    again = tunedeck(home["env"], "resume", resumed["id"])
+    assert again.returncode == 2 and "nothing left to resume" in again.stderr
+
+
+def cancelled_metrics(home: dict, job_id: str) -> list:
+    return tunedeck_json(home["env"], "show", job_id)["metrics"]["loss"]
+
+
+def test_a_killed_worker_resumes_from_its_last_periodic_checkpoint(home: dict) -> None:
+    job = tunedeck_json(
+        home["env"],
+        "train",
+        "capitals",
+        "--preset",
+        "tiny-offline",
+        "--set",
+        "max_steps=30",
+        "--set",
+        "save_steps=5",
+    )
+    shown = wait_for_step(home["env"], job["id"], 12)
+    os.killpg(shown["pid"], 9)  # the machine's out-of-memory killer, or a power cut of the worker
+    deadline = time.monotonic() + 60
+    while (crashed := tunedeck_json(home["env"], "show", job["id"]))["status"] == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    assert crashed["status"] == "failed" and "signal 9" in crashed["reason"] and crashed["resumable"]
+    res = tunedeck(home["env"], "resume", job["id"], "--wait", "--json")
+    assert res.returncode == 0, res.stderr
+    resumed = json.loads(res.stdout)
+    start = resumed["result"]["extra"]["resumed_from_step"]
+    assert start >= 10 and start % 5 == 0  # the last checkpoint before the kill
+    assert [s for s, _ in resumed["metrics"]["loss"]] == list(range(1, 31))
+
+
+def test_two_processes_through_accelerate_launch_train_one_adapter(home: dict) -> None:
+    """num_devices 2 on a CPU: `accelerate launch` starts two workers that train together over gloo."""
+    res = tunedeck(
+        home["env"],
+        "train",
+        "capitals",
+        "--preset",
+        "tiny-offline",
+        "--set",
+        "num_devices=2",
+        "--set",
+        "device=cpu",
+        "--set",
+        "max_steps=6",
+        "--wait",
+        "--json",
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr
+    done = json.loads(res.stdout)
+    assert done["status"] == "succeeded", done["reason"]
+    assert done["result"]["extra"]["world_size"] == 2
+    assert [s for s, _ in done["metrics"]["loss"]] == list(range(1, 7))  # one writer: one point per step
+    adapters = list(Path(done["job_dir"]).rglob("adapter_model.safetensors"))
+    assert [p.parent.name for p in adapters if "checkpoint" not in str(p)] == ["adapter"]
+    log = (Path(done["job_dir"]) / "worker.log").read_text()
+    assert "process 1 of 2" in log and "process 2 of 2" in log
+
+
+def test_the_app_keeps_a_warm_worker_so_a_job_starts_without_waiting_for_imports(
+    home: dict, monkeypatch
+) -> None:
+    import threading
+
+    from backend.manager import Manager
+    from backend.settings import Paths
+    from backend.store import Store
+
+    monkeypatch.setenv("TUNEDECK_HOME", str(home["root"]))
+    paths = Paths.from_env(home["root"])
+    store = Store(paths.db)
+    manager = Manager(store, paths, poll_s=0.2)
+    stop = threading.Event()
+    thread = threading.Thread(target=manager.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 120
+        standby_log = paths.logs / "standby-worker.log"
+        while not (
+            manager._standby is not None
+            and standby_log.is_file()
+            and f"ready {manager._standby.pid}" in standby_log.read_text().splitlines()
+        ):
+            assert time.monotonic() < deadline, "the standby worker never got ready"
+            time.sleep(0.2)
+        standby_pid = manager._standby.pid
+        from backend.config import RunConfig
+        from backend.presets import load_preset
+
+        config = RunConfig.parse({**load_preset("tiny-offline").config.model_dump(), "max_steps": 5})
+        queued = manager.submit("capitals", config, preset="tiny-offline")
+        while not (job := store.get_job(queued.id)).status.is_terminal:
+            assert time.monotonic() < deadline + 120
+            time.sleep(0.2)
+        assert job.status.value == "succeeded", job.reason
+        assert job.pid == standby_pid  # it ran in the process that had already imported torch and TRL
+        first_step = job.result["extra"]["first_step_at"] - queued.created
+        assert 0 < first_step < 30
+        print(f"first optimizer step {first_step:.2f} s after submit (warm worker)")
+        assert "started" in (Path(job.job_dir) / "worker.log").read_text()
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert manager._standby is None  # stopping the scheduler ends its standby worker

@@ -25,6 +25,7 @@ from backend.store import DatasetRecord, JobRecord, Store
 from backend.train import JobSpec, RunResult
 
 FAKE_WORKER = Path(__file__).resolve().with_name("fake_worker.py")
+FAKE_OOM_WORKER = Path(__file__).resolve().with_name("fake_oom_worker.py")
 CONFIG = RunConfig.parse({"base_model": "tiny-offline", "max_steps": 5})
 KILL_AFTER_S = 0.5
 TERMINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
@@ -48,13 +49,20 @@ def make_manager(store: Store, paths: Paths, tiny_model: Path):
     """
     made: list[Manager] = []
 
-    def make(mode: str = "succeed", *, kill_after_s: float = KILL_AFTER_S) -> Manager:
+    def make(
+        mode: str = "succeed",
+        *,
+        kill_after_s: float = KILL_AFTER_S,
+        worker: Path = FAKE_WORKER,
+        gpus: list | None = None,
+    ) -> Manager:
         manager = Manager(
             store,
             paths,
-            worker_command=lambda job_dir: [sys.executable, str(FAKE_WORKER), mode, str(job_dir)],
+            worker_command=lambda job_dir: [sys.executable, str(worker), mode, str(job_dir)],
             kill_after_s=kill_after_s,
             poll_s=0.05,
+            gpu_probe=lambda: list(gpus or []),
         )
         made.append(manager)
         return manager
@@ -163,6 +171,27 @@ def test_submit_reports_every_problem_and_creates_nothing(make_manager, store, p
     assert "existing: capitals" in text
     assert "base_model = 'nobody-here/not-a-cached-model'" in text and "HF_HUB_OFFLINE=1" in text
     assert text.count("Fix:") == 2
+    assert store.list_jobs() == []
+    assert list(paths.jobs.iterdir()) == []
+
+
+def test_a_dataset_deleted_while_its_job_is_queued_leaves_no_job_behind(
+    make_manager, store, paths, dataset, monkeypatch
+):
+    """The dataset exists when submit checks it, and is gone by the time the job is inserted (another window
+    deleted it in between): the insert refuses, and neither a job record nor a job folder is left."""
+    manager = make_manager()
+    real_add_job = store.add_job
+
+    def delete_then_add(*args, **kwargs):
+        assert store.delete_dataset(dataset.id, unless_used_by=(JobStatus.QUEUED, JobStatus.RUNNING)) == []
+        return real_add_job(*args, **kwargs)
+
+    monkeypatch.setattr(store, "add_job", delete_then_add)
+    with pytest.raises(ConfigError) as info:
+        manager.submit(dataset.name, CONFIG)
+    assert "was deleted while the job was being queued" in str(info.value)
+    assert "import it again" in str(info.value)
     assert store.list_jobs() == []
     assert list(paths.jobs.iterdir()) == []
 
@@ -508,3 +537,174 @@ def test_decide_a_result_does_not_hide_a_crash_after_it():
     status, reason = decide(-9, _result("succeeded"), cancel_requested=False, killed=False)
     assert status is JobStatus.FAILED
     assert "signal 9" in reason
+
+
+# -- resuming ----------------------------------------------------------------------------------------------------------
+
+
+def finished_with_checkpoint(
+    manager: Manager, store: Store, dataset: DatasetRecord, config: RunConfig = CONFIG, step: int = 3
+) -> JobRecord:
+    """A job that crashed after writing a checkpoint at ``step``, with a loss curve up to step 5."""
+    from tests.fake_oom_worker import write_checkpoint
+
+    queued = manager.submit(dataset.name, config)
+    done = run_to_end(manager, queued.id)
+    write_checkpoint(Path(done.job_dir), step)
+    store.add_metrics(done.id, 1, {"loss": 3.0})
+    for s in range(2, 6):
+        store.add_metrics(done.id, s, {"loss": 3.0 - s / 10, "num_tokens": 100.0 * s})
+    return job(store, done.id)
+
+
+def test_resume_queues_a_new_job_that_continues_from_the_last_checkpoint(make_manager, store, dataset):
+    manager = make_manager("crash")
+    crashed = finished_with_checkpoint(manager, store, dataset)
+    assert crashed.status is JobStatus.FAILED
+    resumed = manager.resume(crashed.id)
+    assert resumed.status is JobStatus.QUEUED and resumed.id != crashed.id
+    assert resumed.resumed_from == crashed.id and resumed.config == crashed.config
+    spec = JobSpec.load(resumed.job_dir)
+    copied = Path(spec.resume_from)
+    assert copied == Path(resumed.job_dir) / "checkpoints" / "checkpoint-3"  # a copy, in the new job's folder
+    assert (copied / "adapter_model.safetensors").read_bytes() == b"fake"
+    # The new job's chart starts with the earlier points up to the checkpoint; the later ones are trained again.
+    assert [s for s, _, _ in store.metrics(resumed.id, "loss")] == [1, 2, 3]
+    assert store.metrics(resumed.id, "num_tokens")[-1] == (3, "num_tokens", 300.0)
+    assert job(store, crashed.id).status is JobStatus.FAILED  # the stopped run stays as it ended
+
+
+def test_resume_can_change_settings_such_as_the_number_of_steps(make_manager, store, dataset):
+    manager = make_manager("crash")
+    crashed = finished_with_checkpoint(manager, store, dataset)
+    resumed = manager.resume(crashed.id, {"max_steps": 50})
+    assert resumed.config["max_steps"] == 50
+
+
+def test_resume_refuses_what_cannot_be_resumed(make_manager, store, dataset):
+    from backend.manager import ResumeError
+
+    manager = make_manager("succeed")
+    done = run_to_end(manager, manager.submit(dataset.name, CONFIG).id)
+    with pytest.raises(ResumeError, match="finished successfully; there is nothing left to resume"):
+        manager.resume(done.id)
+    manager.release()
+    crasher = make_manager("crash")
+    crashed = run_to_end(crasher, crasher.submit(dataset.name, CONFIG).id)
+    with pytest.raises(
+        ResumeError, match=r"stopped before it saved any checkpoint .*save_steps = 100.*Fix: start"
+    ):
+        manager.resume(crashed.id)
+    queued = manager.submit(dataset.name, CONFIG)
+    with pytest.raises(ResumeError, match="is still queued. Fix: cancel it first"):
+        manager.resume(queued.id)
+    with pytest.raises(ResumeError, match="no job 'run-nope'"):
+        manager.resume("run-nope")
+
+
+# -- out of GPU memory -------------------------------------------------------------------------------------------------
+
+
+def test_out_of_memory_with_oom_retry_queues_a_smaller_batch_from_the_checkpoint(
+    make_manager, store, dataset
+):
+    manager = make_manager("oom", worker=FAKE_OOM_WORKER)
+    config = CONFIG.updated(batch_size=8, grad_accum=1, oom_retry=True)
+    first = manager.submit(dataset.name, config).id
+    run_until(manager, manager.idle, timeout=30)
+    jobs = list(reversed(store.list_jobs()))  # oldest first: the first run and its retries
+    assert [j.status for j in jobs] == [JobStatus.FAILED, JobStatus.FAILED, JobStatus.SUCCEEDED]
+    assert [(j.config["batch_size"], j.config["grad_accum"]) for j in jobs] == [(8, 1), (4, 2), (2, 4)]
+    assert jobs[0].id == first and jobs[1].retry_of == first and jobs[2].retry_of == jobs[1].id
+    assert jobs[0].reason.startswith("out of GPU memory at step 5 of 10.")
+    assert (
+        f"Retrying automatically as {jobs[1].id} with batch_size 4 and grad_accum 2, from step 3."
+        in jobs[0].reason
+    )
+    # Each retry started from the checkpoint of the run it retries.
+    assert jobs[2].result["extra"]["resume_from"].endswith("checkpoint-3")
+
+
+def test_out_of_memory_without_oom_retry_just_fails(make_manager, store, dataset):
+    manager = make_manager("oom", worker=FAKE_OOM_WORKER)
+    done = run_to_end(manager, manager.submit(dataset.name, CONFIG.updated(batch_size=8)).id)
+    assert done.status is JobStatus.FAILED and "Retrying" not in done.reason
+    assert len(store.list_jobs()) == 1
+
+
+# -- GPU memory before queueing ----------------------------------------------------------------------------------------
+
+
+def big_model(tmp_path: Path) -> str:
+    """A local model folder with the config.json of Llama-3.1-8B (no weights: the check reads only the shape)."""
+    import json
+
+    folder = tmp_path / "llama-8b-shape"
+    folder.mkdir()
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "hidden_size": 4096,
+                "num_hidden_layers": 32,
+                "num_attention_heads": 32,
+                "num_key_value_heads": 8,
+                "intermediate_size": 14336,
+                "vocab_size": 128256,
+                "tie_word_embeddings": False,
+            }
+        )
+    )
+    return str(folder)
+
+
+def test_submit_refuses_a_job_that_will_not_fit_the_gpu_with_changes_that_would(
+    make_manager, store, paths, dataset, tmp_path
+):
+    from backend.hardware import Gpu
+
+    t4 = Gpu(0, "Tesla T4", total_gb=15.0, used_gb=0.3)
+    manager = make_manager(gpus=[t4])
+    too_big = CONFIG.updated(
+        base_model=big_model(tmp_path),
+        method="lora",
+        batch_size=8,
+        max_length=2048,
+        gradient_checkpointing=False,
+    )
+    with pytest.raises(ConfigError) as info:
+        manager.submit(dataset.name, too_big)
+    (problem,) = info.value.problems
+    text = str(info.value)
+    assert problem.field == "memory"
+    assert "this job needs about" in text and "Tesla T4 has 14.7 GB free" in text
+    assert "Fix: " in text and ("use method qlora" in text or "gradient_checkpointing" in text)
+    assert store.list_jobs() == []
+    # The suggested change fits and is accepted.
+    fits = too_big.updated(method="qlora", gradient_checkpointing=True, batch_size=2, grad_accum=4)
+    assert manager.submit(dataset.name, fits).status is JobStatus.QUEUED
+    # Training on the CPU is never refused for GPU memory.
+    assert manager.submit(dataset.name, too_big.updated(device="cpu")).status is JobStatus.QUEUED
+
+
+def test_fit_report_shows_memory_and_time_for_the_train_tab(make_manager, dataset, tmp_path, tiny_model):
+    import shutil
+
+    from backend.hardware import Gpu
+
+    model = big_model(tmp_path)
+    manager = make_manager(gpus=[Gpu(0, "NVIDIA A100-SXM4-80GB", total_gb=80.0, used_gb=1.0)])
+    config = CONFIG.updated(base_model=model, method="qlora", max_length=2048, gradient_checkpointing=True)
+    fits, text = manager.fit_report(dataset.name, config)
+    assert fits and "Estimated peak GPU memory" in text and "A100" in text
+    assert "steps" not in text  # no tokenizer here: no token counts, so no time estimate
+    # With its tokenizer, the dataset's real lengths (short questions) replace max_length, and the time shows.
+    shutil.copy(tiny_model / "tokenizer.json", model)
+    fits, shorter = manager.fit_report(dataset.name, config)
+    need = [float(t.split(" GB")[0]) for t in (text.split("memory ")[1], shorter.split("memory ")[1])]
+    assert need[1] < need[0]
+    assert "5 steps" in shorter and "32 examples" in shorter
+    cpu_manager = make_manager(gpus=[])
+    fits, text = cpu_manager.fit_report(dataset.name, CONFIG)
+    assert fits and text.startswith("No NVIDIA GPU here: it will train on the CPU.")
+    fits, text = cpu_manager.fit_report(None, CONFIG.updated(base_model="someone/not-here"))
+    assert fits and "No estimate" in text

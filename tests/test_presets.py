@@ -100,3 +100,34 @@ def test_minimal_preset_gets_defaults_and_meta(tmp_path: Path):
     preset = load_preset("mini", tmp_path)
     assert (preset.description, preset.hardware, preset.config.max_steps) == ("mini", "any", 5)
     assert preset.config == RunConfig.parse({"max_steps": 5})
+
+
+def test_qlora_presets_cover_small_medium_and_large_instruct_models():
+    from backend import estimate
+
+    sizes = sorted(
+        estimate.KNOWN[p.config.base_model.lower()].params / 1e9
+        for p in list_presets()
+        if p.config.method == "qlora"
+    )
+    assert (
+        any(s < 1 for s in sizes)
+        and any(1 <= s <= 3.5 for s in sizes)
+        and any(6.5 <= s <= 8.5 for s in sizes)
+    )
+
+
+@pytest.mark.parametrize("path", PRESET_FILES, ids=lambda p: p.name)
+def test_gpu_memory_a_preset_states_covers_the_estimate(path: Path):
+    """A preset that states the GPU memory it needs says at least what the estimate says, at its max_length."""
+    from backend import estimate
+
+    preset = load_preset(path.stem)
+    stated = re.search(r"GPU with (\d+(?:\.\d+)?) GB", preset.hardware)
+    if preset.config.base_model == "tiny-offline":
+        assert stated is None and "CPU" in preset.hardware
+        return
+    assert stated, f"{path.name}: the hardware line must state the GPU memory it needs ('GPU with N GB')"
+    shape = estimate.KNOWN[preset.config.base_model.lower()]
+    need = estimate.memory(shape, preset.config).total
+    assert need <= float(stated.group(1)) <= need * 1.5 + 2, (need, stated.group(1))

@@ -1,7 +1,9 @@
-"""Runs tab: every job with its status, progress and ETA; the live loss chart and log of the selected one; Cancel.
+"""Runs tab: every job with its status, progress and ETA; the selected one's live charts and log; Cancel, Resume.
 
-Everything here is read from the store on a ``gr.Timer``: the page only observes jobs, so closing or reloading
-it never touches them, and reopening it shows them as they are.
+Charts: training loss with the validation loss (when the dataset has a validation split), learning rate, gradient
+norm, real tokens per second (padding not counted), and peak GPU memory (on a GPU only). Everything here is read
+from the store on a ``gr.Timer``: the page only observes jobs, so closing or reloading it never touches them, and
+reopening it shows them as they are. A resumed run's charts start with the points of the run it continues.
 """
 
 from __future__ import annotations
@@ -23,16 +25,18 @@ def jobs_table(ctx: AppContext) -> pd.DataFrame:
     for job in ctx.store.list_jobs():
         v = views.job_view(ctx.store, job, positions)
         total = v["total_steps"]
-        rows.append({
-            "run": v["id"],
-            "status": v["status"],
-            "progress": f"{v['step']}/{total}" if total else "-",
-            "ETA": views.format_duration(v["eta_s"]) if v["eta_s"] is not None else "",
-            "loss": round(v["last_loss"], 4) if v["last_loss"] is not None else None,
-            "model": v["base_model"],
-            "started": v["created"],
-            "details": views.status_line(v),
-        })
+        rows.append(
+            {
+                "run": v["id"],
+                "status": v["status"],
+                "progress": f"{v['step']}/{total}" if total else "-",
+                "ETA": views.format_duration(v["eta_s"]) if v["eta_s"] is not None else "",
+                "loss": round(v["last_loss"], 4) if v["last_loss"] is not None else None,
+                "model": v["base_model"],
+                "started": v["created"],
+                "details": views.status_line(v),
+            }
+        )
     cols = ["run", "status", "progress", "ETA", "loss", "model", "started", "details"]
     return pd.DataFrame(rows, columns=cols)
 
@@ -41,26 +45,64 @@ def job_choices(ctx: AppContext) -> list[str]:
     return [j.id for j in ctx.store.list_jobs()]
 
 
+SIDE_CHARTS = (
+    ("learning_rate", "Learning rate"),
+    ("grad_norm", "Gradient norm"),
+    ("tokens_per_s", "Tokens per second (real, no padding)"),
+    ("peak_gpu_gb", "Peak GPU memory (GB)"),
+)
+
+
+def loss_points(store, job_id: str) -> pd.DataFrame:
+    """Training and validation loss, one row per point, for one chart with a line for each."""
+    rows = [(s, v, "training") for s, _, v in store.metrics(job_id, "loss")]
+    rows += [(s, v, "validation") for s, _, v in store.metrics(job_id, "eval_loss")]
+    return pd.DataFrame(rows, columns=["step", "loss", "series"])
+
+
+def job_charts(job_id: str | None, ctx: AppContext) -> list:
+    """The side charts of one job; a chart with nothing to show (peak GPU memory on a CPU) is hidden."""
+    out = []
+    for name, _ in SIDE_CHARTS:
+        points = ctx.store.metrics(job_id, name) if job_id else []
+        frame = pd.DataFrame({"step": [s for s, _, _ in points], "value": [v for _, _, v in points]})
+        out.append(gr.update(value=frame, visible=bool(points) or name != "peak_gpu_gb"))
+    return out
+
+
 def job_panel(job_id: str | None, ctx: AppContext) -> tuple[str, pd.DataFrame, str]:
     """(summary, loss points, log tail) of one job."""
-    empty = pd.DataFrame({"step": [], "loss": []})
+    empty = pd.DataFrame({"step": [], "loss": [], "series": []})
     if not job_id:
         return "Pick a run to see its loss chart and log.", empty, ""
     job = ctx.store.get_job(job_id)
     if job is None:
         return error_md(f"There is no run {job_id}."), empty, ""
     v = views.job_view(ctx.store, job)
-    lines = [f"**{job.id}**: {views.status_line(v)}",
-             f"Model {v['base_model']} ({v['method']}), preset {v['preset']}, dataset {v['dataset']}."]
+    lines = [
+        f"**{job.id}**: {views.status_line(v)}",
+        f"Model {v['base_model']} ({v['method']}), preset {v['preset']}, dataset {v['dataset']}.",
+    ]
     if v["pid"]:
         lines.append(f"Worker process {v['pid']}.")
     if v["first_loss"] is not None and v["last_loss"] is not None:
         lines.append(f"Loss {v['first_loss']:.4f} at the start, {v['last_loss']:.4f} now.")
+    if v["eval_loss"] is not None:
+        lines.append(f"Validation loss {v['eval_loss']:.4f}.")
+    if v["tokens_per_s"]:
+        lines.append(
+            f"{v['tokens_per_s']:,.0f} tokens/s"
+            + (f", peak GPU memory {v['peak_gpu_gb']:.2f} GB." if v["peak_gpu_gb"] else ".")
+        )
+    if v["resumed_from"]:
+        lines.append(f"Continues {v['resumed_from']} from its last checkpoint.")
+    if v["retry_of"]:
+        lines.append(f"Retries {v['retry_of']}, which ran out of GPU memory, with a smaller batch.")
     if v["adapter_dir"]:
         lines.append(f"Adapter saved in `{v['adapter_dir']}`: try it in the **Chat** tab.")
-    points = ctx.store.metrics(job.id, "loss")
-    loss = pd.DataFrame({"step": [s for s, _, _ in points], "loss": [x for _, _, x in points]})
-    return "  \n".join(lines), loss, views.log_tail(job)
+    if v["resumable"]:
+        lines.append("It can be resumed from its last checkpoint: press **Resume**.")
+    return "  \n".join(lines), loss_points(ctx.store, job.id), views.log_tail(job)
 
 
 def cancel_job(job_id: str | None, ctx: AppContext) -> str:
@@ -72,7 +114,22 @@ def cancel_job(job_id: str | None, ctx: AppContext) -> str:
     if job.status.is_terminal:
         return error_md(f"{job_id} has already ended ({job.status.value}); there is nothing to cancel.")
     ctx.manager.cancel(job_id)
-    return ok_md(f"Cancel requested for **{job_id}**: it stops after the current step and keeps the adapter so far.")
+    return ok_md(
+        f"Cancel requested for **{job_id}**: it stops after the current step and keeps the adapter so far."
+    )
+
+
+def resume_job(job_id: str | None, ctx: AppContext) -> tuple[str, str | None]:
+    """Queue a new job continuing this one from its last checkpoint. Returns (message, the new job's id or None)."""
+    from backend.manager import ResumeError
+
+    if not job_id:
+        return error_md("Pick a run to resume."), None
+    try:
+        job = ctx.manager.resume(job_id)
+    except ResumeError as exc:
+        return error_md(str(exc)), None
+    return ok_md(f"Queued **{job.id}**: it continues {job_id} from its last checkpoint."), job.id
 
 
 def refresh(selected: str | None, ctx: AppContext):
@@ -81,28 +138,81 @@ def refresh(selected: str | None, ctx: AppContext):
     if selected not in choices:
         selected = choices[0] if choices else None
     summary, loss, log = job_panel(selected, ctx)
-    return jobs_table(ctx), gr.update(choices=choices, value=selected), summary, loss, log
+    return (
+        jobs_table(ctx),
+        gr.update(choices=choices, value=selected),
+        summary,
+        loss,
+        log,
+        *job_charts(selected, ctx),
+    )
 
 
 def render(ctx: AppContext) -> dict:
     timer = gr.Timer(REFRESH_S)
-    table = gr.Dataframe(label="All runs (newest first)", interactive=False,
-                         max_height=260, wrap=True)
+    table = gr.Dataframe(label="All runs (newest first)", interactive=False, max_height=260, wrap=True)
     with gr.Row():
-        job = gr.Dropdown(label="Run", choices=job_choices(ctx), interactive=True, scale=3,
-                          allow_custom_value=True)  # runs made after the page loaded (the handlers check ids)
+        job = gr.Dropdown(
+            label="Run", choices=job_choices(ctx), interactive=True, scale=3, allow_custom_value=True
+        )  # runs made after the page loaded (the handlers check ids)
         cancel = gr.Button("Cancel this run", variant="stop", scale=1)
+        resume = gr.Button("Resume from last checkpoint", scale=1)
     message = gr.Markdown()
     summary = gr.Markdown(elem_id="run-summary")
-    chart = gr.LinePlot(x="step", y="loss", title="Training loss", x_title="step", y_title="loss", height=300)
-    log = gr.Textbox(label="Log (last lines; the whole log is worker.log in the run folder)", lines=14, max_lines=14,
-                     autoscroll=True, interactive=False, elem_id="run-log")
+    chart = gr.LinePlot(
+        x="step",
+        y="loss",
+        color="series",
+        title="Loss (training, and validation when there is a validation split)",
+        x_title="step",
+        y_title="loss",
+        height=300,
+    )
+    side = []
+    with gr.Row():
+        for name, title in SIDE_CHARTS:
+            side.append(
+                gr.LinePlot(
+                    x="step",
+                    y="value",
+                    title=title,
+                    x_title="step",
+                    y_title="",
+                    height=220,
+                    elem_id=f"chart-{name}",
+                )
+            )
+    log = gr.Textbox(
+        label="Log (last lines; the whole log is worker.log in the run folder)",
+        lines=14,
+        max_lines=14,
+        autoscroll=True,
+        interactive=False,
+        elem_id="run-log",
+    )
+    resumed = gr.Textbox(visible=False)
 
-    outs = [table, job, summary, chart, log]
+    outs = [table, job, summary, chart, log, *side]
     timer.tick(lambda s: refresh(s, ctx), job, outs, api_visibility="private", show_progress="hidden")
-    job.change(lambda j: job_panel(j, ctx), job, [summary, chart, log], api_name="job_detail",
-               show_progress="hidden")
+    job.change(
+        lambda j: job_panel(j, ctx), job, [summary, chart, log], api_name="job_detail", show_progress="hidden"
+    )
+    job.change(lambda j: job_charts(j, ctx), job, side, api_visibility="private", show_progress="hidden")
     cancel.click(lambda j: cancel_job(j, ctx), job, message, api_name="cancel_job")
+    resume.click(lambda j: resume_job(j, ctx), job, [message, resumed], api_name="resume_job").then(
+        lambda new: gr.update(choices=job_choices(ctx), value=new) if new else gr.update(),
+        resumed,
+        job,
+        api_visibility="private",
+    )
     gr.Button("Refresh", size="sm", visible=False).click(
-        lambda: jobs_table(ctx), None, table, api_name="list_jobs")
-    return {"job": job, "table": table, "summary": summary, "chart": chart, "log": log, "refresh_outputs": outs}
+        lambda: jobs_table(ctx), None, table, api_name="list_jobs"
+    )
+    return {
+        "job": job,
+        "table": table,
+        "summary": summary,
+        "chart": chart,
+        "log": log,
+        "refresh_outputs": outs,
+    }

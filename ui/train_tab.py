@@ -1,7 +1,9 @@
-"""Train tab: pick a dataset and a preset, adjust the main settings, queue a job.
+"""Train tab: pick a dataset and a preset, adjust the main settings, see whether it fits, queue a job.
 
 The widgets are made from ``RunConfig``'s fields (type, choices, help text), and the handler passes their values
 straight to ``RunConfig.parse`` on top of the preset: the UI holds no mapping of its own and decides nothing.
+The *basic* settings are the handful most people change; *More settings* holds all the others. Below them, the
+estimated peak GPU memory and time per epoch (``Manager.fit_report``, torch-free) follow every change.
 """
 
 from __future__ import annotations
@@ -17,9 +19,38 @@ from backend.presets import PresetError, list_presets, load_preset
 from ui.context import AppContext
 from ui.style import error_md, note_md, ok_md
 
-BASIC = ("base_model", "max_steps", "num_epochs", "learning_rate", "lora_r", "max_length")
-ADVANCED = ("method", "batch_size", "grad_accum", "lora_alpha", "lora_dropout", "target_modules", "lr_scheduler",
-            "warmup_ratio", "gradient_checkpointing", "system_prompt", "save_steps", "seed", "device")
+BASIC = (
+    "base_model",
+    "method",
+    "max_steps",
+    "num_epochs",
+    "learning_rate",
+    "lora_r",
+    "max_length",
+    "batch_size",
+)
+ADVANCED = (
+    "grad_accum",
+    "gradient_checkpointing",
+    "optimizer",
+    "lora_alpha",
+    "lora_dropout",
+    "target_modules",
+    "use_dora",
+    "use_rslora",
+    "batching",
+    "lr_scheduler",
+    "warmup_ratio",
+    "logging_steps",
+    "save_steps",
+    "eval_steps",
+    "oom_retry",
+    "system_prompt",
+    "seed",
+    "device",
+    "num_devices",
+    "multi_device",
+)
 FIELDS = BASIC + ADVANCED
 DEFAULT_PRESET = "tiny-offline"
 
@@ -71,7 +102,23 @@ def submit_job(dataset: str | None, preset: str, *values: Any, ctx: AppContext) 
     except ConfigError as exc:
         n = len(exc.problems)
         return error_md(f"{n} setting{'s' if n > 1 else ''} to fix before training:\n" + str(exc)), None
-    return ok_md(f"Queued **{job.id}**. Follow it in the **Runs** tab; you can close this page, it keeps training."), job.id
+    return ok_md(
+        f"Queued **{job.id}**. Follow it in the **Runs** tab; you can close this page, it keeps training."
+    ), job.id
+
+
+def estimate_text(dataset: str | None, preset: str, *values: Any, ctx: AppContext) -> str:
+    """The Train tab's estimate: peak GPU memory and time per epoch for these settings (or what is wrong)."""
+    try:
+        base = load_preset(preset).config.model_dump()
+        config = RunConfig.parse({**base, **{f: _plain(v) for f, v in zip(FIELDS, values, strict=True)}})
+    except (PresetError, ConfigError):
+        return ""  # Train reports the settings' problems; no estimate for settings that do not parse
+    try:
+        fits, text = ctx.manager.fit_report(dataset, config)
+    except Exception as exc:  # noqa: BLE001 - an estimate must never break the form
+        return note_md(f"No estimate: {exc}")
+    return (ok_md(text) if fits else error_md(text)) if text else ""
 
 
 def _plain(v: Any) -> Any:
@@ -85,26 +132,34 @@ def _plain(v: Any) -> Any:
 def render(ctx: AppContext) -> dict:
     presets = list_presets()
     with gr.Row():
-        dataset = gr.Dropdown(label="Dataset", choices=[d.name for d in ctx.store.list_datasets()], interactive=True,
-                              allow_custom_value=True,  # datasets saved after the page loaded; submit checks it
-                              info="Made in the Data tab.")
-        preset = gr.Dropdown(label="Preset", choices=[p.name for p in presets], value=DEFAULT_PRESET, interactive=True,
-                             info="Sensible settings for a model; change any of them below.")
+        dataset = gr.Dropdown(
+            label="Dataset",
+            choices=[d.name for d in ctx.store.list_datasets()],
+            interactive=True,
+            allow_custom_value=True,  # datasets saved after the page loaded; submit checks it
+            info="Made in the Data tab.",
+        )
+        preset = gr.Dropdown(
+            label="Preset",
+            choices=[p.name for p in presets],
+            value=DEFAULT_PRESET,
+            interactive=True,
+            info="Sensible settings for a model; change any of them below.",
+        )
     about = gr.Markdown()
     widgets: dict[str, gr.components.Component] = {}
     with gr.Group():
-        with gr.Row():
-            for f in BASIC[:3]:
-                widgets[f] = widget_for(f)
-        with gr.Row():
-            for f in BASIC[3:]:
-                widgets[f] = widget_for(f)
+        for i in range(0, len(BASIC), 4):
+            with gr.Row():
+                for f in BASIC[i : i + 4]:
+                    widgets[f] = widget_for(f)
     note = gr.Markdown()
     with gr.Accordion("More settings", open=False):
         for i in range(0, len(ADVANCED), 3):
             with gr.Row():
                 for f in ADVANCED[i : i + 3]:
                     widgets[f] = widget_for(f)
+    fit = gr.Markdown(elem_id="train-estimate")
     train = gr.Button("Train", variant="primary", size="lg")
     message = gr.Markdown()
     job_id = gr.Textbox(visible=False)  # not gr.State: the API returns it to gradio_client callers
@@ -113,8 +168,35 @@ def render(ctx: AppContext) -> dict:
     preset.change(preset_values, preset, [about, *ordered], api_name="preset_values")
     widgets["base_model"].change(model_note, widgets["base_model"], note, api_visibility="private")
     train_event = train.click(
-        lambda d, p, *v: submit_job(d, p, *v, ctx=ctx), [dataset, preset, *ordered], [message, job_id],
+        lambda d, p, *v: submit_job(d, p, *v, ctx=ctx),
+        [dataset, preset, *ordered],
+        [message, job_id],
         api_name="submit_job",
     )
-    return {"dataset": dataset, "preset": preset, "about": about, "widgets": ordered, "note": note,
-            "train_event": train_event, "job_id": job_id}
+    # The estimate follows the dataset, the preset and every setting (it reads no GPU state but nvidia-smi's).
+    estimate = gr.Button("Estimate", size="sm", visible=False)
+    estimate.click(
+        lambda d, p, *v: estimate_text(d, p, *v, ctx=ctx),
+        [dataset, preset, *ordered],
+        fit,
+        api_name="estimate",
+    )
+    gr.on(
+        [dataset.change, *(w.change for w in ordered)],
+        lambda d, p, *v: estimate_text(d, p, *v, ctx=ctx),
+        [dataset, preset, *ordered],
+        fit,
+        api_visibility="private",
+        show_progress="hidden",
+        trigger_mode="always_last",
+    )  # one listener: a preset filling every widget makes one estimate, not 28
+    return {
+        "dataset": dataset,
+        "preset": preset,
+        "about": about,
+        "widgets": ordered,
+        "note": note,
+        "train_event": train_event,
+        "job_id": job_id,
+        "estimate": fit,
+    }

@@ -1,0 +1,109 @@
+"""The Train and Runs tabs' handlers for the training engine: the estimate, the charts, Resume. No browser, no torch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from backend.data import import_dataset
+from backend.hardware import Gpu
+from backend.manager import Manager
+from backend.modelclient import ModelClient
+from backend.settings import SAMPLE_CSV
+from ui import runs_tab, train_tab
+from ui.context import AppContext
+
+
+@pytest.fixture
+def ctx(paths, store, tiny_model) -> AppContext:
+    import_dataset(store, paths, SAMPLE_CSV, name="capitals")
+    return AppContext(
+        paths=paths,
+        store=store,
+        manager=Manager(store, paths, gpu_probe=lambda: []),
+        models=ModelClient(paths),
+    )
+
+
+def values(preset: str = "tiny-offline", **changes) -> list:
+    out = train_tab.preset_values(preset)[1:]
+    for name, value in changes.items():
+        out[train_tab.FIELDS.index(name)] = value
+    return out
+
+
+def test_the_estimate_follows_the_settings_and_says_where_it_trains(ctx):
+    text = train_tab.estimate_text("capitals", "tiny-offline", *values(), ctx=ctx)
+    assert "td-ok" in text and "No NVIDIA GPU here: it will train on the CPU" in text
+    assert "60 steps" in text and "32 examples" in text
+    assert (
+        train_tab.estimate_text("capitals", "tiny-offline", *values(lora_r=0), ctx=ctx) == ""
+    )  # Train explains
+
+
+def test_the_estimate_warns_before_a_job_that_will_not_fit_and_train_refuses_it(ctx, tmp_path):
+    import json
+
+    big = tmp_path / "big-model"
+    big.mkdir()
+    (big / "config.json").write_text(
+        json.dumps(
+            {
+                "hidden_size": 4096,
+                "num_hidden_layers": 32,
+                "num_attention_heads": 32,
+                "num_key_value_heads": 8,
+                "intermediate_size": 14336,
+                "vocab_size": 128256,
+            }
+        )
+    )
+    ctx.manager.gpu_probe = lambda: [Gpu(0, "NVIDIA GeForce RTX 3060", 12.0, 0.5)]
+    settings = values(base_model=str(big), method="lora", batch_size=8, max_length=2048)
+    warning = train_tab.estimate_text("capitals", "tiny-offline", *settings, ctx=ctx)
+    assert "td-error" in warning and "Will not fit" in warning and "RTX 3060 has 11.5 GB free" in warning
+    message, job_id = train_tab.submit_job("capitals", "tiny-offline", *settings, ctx=ctx)
+    assert job_id is None and "memory" in message and "Fix:" in message
+    assert ctx.store.list_jobs() == []
+
+
+def test_runs_charts_show_validation_loss_and_hide_gpu_memory_on_a_cpu(ctx, store):
+    from backend.config import RunConfig
+
+    job = ctx.manager.submit("capitals", RunConfig.parse({"max_steps": 3}))
+    for step in (1, 2, 3):
+        store.add_metrics(
+            job.id,
+            step,
+            {"loss": 3.0 - step / 2, "learning_rate": 0.01, "grad_norm": 1.0, "tokens_per_s": 900.0 + step},
+        )
+    store.add_metrics(job.id, 2, {"eval_loss": 2.5})
+    loss = runs_tab.loss_points(store, job.id)
+    assert list(loss["series"]) == ["training"] * 3 + ["validation"]
+    charts = runs_tab.job_charts(job.id, ctx)
+    by_name = dict(zip([n for n, _ in runs_tab.SIDE_CHARTS], charts, strict=True))
+    assert list(by_name["tokens_per_s"]["value"]["value"]) == [901.0, 902.0, 903.0]
+    assert by_name["peak_gpu_gb"]["visible"] is False and by_name["learning_rate"]["visible"] is True
+    summary, _, _ = runs_tab.job_panel(job.id, ctx)
+    assert "Validation loss 2.5000" in summary and "903 tokens/s" in summary
+
+
+def test_resume_button(ctx, store):
+    from backend.config import RunConfig
+    from backend.jobs import JobStatus
+    from tests.fake_oom_worker import write_checkpoint
+
+    job = ctx.manager.submit("capitals", RunConfig.parse({"max_steps": 30}))
+    assert "Pick a run" in runs_tab.resume_job(None, ctx)[0]
+    message, new = runs_tab.resume_job(job.id, ctx)
+    assert new is None and "is still queued" in message
+    ctx.manager.try_acquire()
+    store.set_status(job.id, JobStatus.RUNNING, pid=1)
+    store.set_status(job.id, JobStatus.FAILED, reason="worker died: signal 9")
+    ctx.manager.release()
+    write_checkpoint(Path(job.job_dir), 10)
+    assert "press **Resume**" in runs_tab.job_panel(job.id, ctx)[0]
+    message, new = runs_tab.resume_job(job.id, ctx)
+    assert new and new in message and f"continues {job.id}" in message
+    assert f"Continues {job.id} from its last checkpoint." in runs_tab.job_panel(new, ctx)[0]
