@@ -72,3 +72,14 @@ def link_tiny_model(home_paths: Paths, built: Path) -> Path:
 @pytest.fixture
 def tiny_model(paths: Paths, tiny_model_build: Path) -> Path:
     return link_tiny_model(paths, tiny_model_build)
+
+
+def add_dataset_record(store: Store, ds_id: str = "ds-1") -> None:
+    """A dataset row for store-level tests that add jobs (a job needs its dataset to exist); no files."""
+    import time
+
+    from backend.store import DatasetRecord
+
+    if store.get_dataset(ds_id) is None:
+        store.add_dataset(DatasetRecord(ds_id, f"data-{ds_id}", time.time(), "data.csv",
+                                        f"/data/{ds_id}/data.parquet", 1, {}))

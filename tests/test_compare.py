@@ -12,6 +12,7 @@ from backend import evaluate
 from backend.settings import Paths
 from backend.store import Store, VoteStore
 from tests.cli_util import home_with_sample, train_sample, tunedeck, tunedeck_json
+from tests.conftest import add_dataset_record
 
 QUESTION = "What is the capital of France?"
 
@@ -126,6 +127,7 @@ def test_config_diff_shows_only_what_differs(store: Store, paths: Paths) -> None
     from ui.compare_tab import config_diff
     from ui.context import AppContext
 
+    add_dataset_record(store, "ds-1")
     store.add_job("run-a", "ds-1", "tiny-offline", {"learning_rate": 0.01, "lora_r": 16}, "/x/a")
     store.add_job("run-b", "ds-1", "tiny-offline", {"learning_rate": 0.001, "lora_r": 16}, "/x/b")
     ctx = AppContext(paths=paths, store=store, manager=None, models=None)  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ import pytest
 
 from backend.jobs import InvalidTransition, JobStatus
 from backend.store import SCHEMA_VERSION, DatasetRecord, Store
+from tests.conftest import add_dataset_record
 
 
 def _dataset(name: str = "capitals", ds_id: str = "ds-0001", created: float | None = None) -> DatasetRecord:
@@ -25,6 +26,7 @@ def _dataset(name: str = "capitals", ds_id: str = "ds-0001", created: float | No
 
 
 def _add_job(store: Store, job_id: str, dataset_id: str = "ds-0001") -> None:
+    add_dataset_record(store, dataset_id)
     store.add_job(
         job_id, dataset_id, "tiny-offline", {"base_model": "tiny-offline", "max_steps": 5}, f"/jobs/{job_id}"
     )

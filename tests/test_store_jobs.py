@@ -6,6 +6,7 @@ import json
 import sqlite3
 
 from backend.store import SCHEMA_VERSION, Store
+from tests.conftest import add_dataset_record
 
 V1_JOBS = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -39,11 +40,13 @@ def test_a_version_1_database_keeps_its_runs_and_gains_the_resume_columns(tmp_pa
             >= 3
         )
     Store(path)  # opening it again changes nothing (the migration is idempotent)
+    add_dataset_record(store, "ds-1")
     store.add_job("run-new", "ds-1", "tiny-offline", {}, "/jobs/run-new", resumed_from="run-old")
     assert store.get_job("run-new").resumed_from == "run-old"
 
 
 def test_record_step_copy_and_last_metrics(store):
+    add_dataset_record(store, "ds")
     store.add_job("run-a", "ds", "p", {}, "/a")
     store.add_job("run-b", "ds", "p", {}, "/b", resumed_from="run-a")
     for step in (1, 2, 3, 4):
