@@ -160,7 +160,8 @@ def reference_loss(loaded: Any, examples: list[tuple[list[dict[str, str]], str]]
 
 def evaluate_run(store: Store, paths: Paths, run_id: str, *, limit: int = DEFAULT_LIMIT, max_new_tokens: int = 128,
                  pool: Any = None) -> EvalResult:
-    from backend.generate import Decoding, ModelPool, generate
+    """Score a finished run (``tunedeck eval``, the Compare tab): loads its base model and adapter."""
+    from backend.generate import ModelPool
 
     job = store.get_job(run_id)
     if job is None:
@@ -168,9 +169,23 @@ def evaluate_run(store: Store, paths: Paths, run_id: str, *, limit: int = DEFAUL
     adapter = (job.result or {}).get("adapter_dir")
     if not adapter:
         raise EvalError(f"{run_id} has no adapter to evaluate (status {job.status.value}).")
+    return score(store, job, adapter, pool or ModelPool(paths), limit=limit, max_new_tokens=max_new_tokens)
+
+
+class Stopped(Exception):
+    """Scoring was asked to stop (the job was cancelled while it scored)."""
+
+
+def score(store: Store, job: JobRecord, adapter: str, pool: Any, *, limit: int = DEFAULT_LIMIT,
+          max_new_tokens: int = 128, should_stop: Any = None) -> EvalResult:
+    """Score ``adapter`` against its base on ``job``'s held-out examples and save eval.json / eval_examples.csv.
+
+    ``pool.use(base_model, adapter_dir or None)`` gives (loaded model, context to generate in): a ModelPool, or
+    the worker's view of the model it has just trained. ``should_stop()`` is checked between examples."""
+    from backend.generate import Decoding, generate
+
     t0 = time.monotonic()
     examples, source = held_out_examples(store, job, limit)
-    pool = pool or ModelPool(paths)
     answers: dict[str, list[str]] = {}
     losses: dict[str, float] = {}
     for side, adapter_dir in (("base", None), ("tuned", adapter)):
@@ -178,8 +193,11 @@ def evaluate_run(store: Store, paths: Paths, run_id: str, *, limit: int = DEFAUL
         # An answer much longer than its reference only lowers its scores: stop at about twice the reference.
         budgets = [min(max_new_tokens, 2 * len(loaded.tokenizer(r)["input_ids"]) + 8) for _, r in examples]
         with mode:
-            answers[side] = [generate(loaded, p, decoding=Decoding(max_new_tokens=b))
-                             for (p, _), b in zip(examples, budgets, strict=True)]
+            answers[side] = []
+            for (p, _), b in zip(examples, budgets, strict=True):
+                if should_stop is not None and should_stop():
+                    raise Stopped()
+                answers[side].append(generate(loaded, p, decoding=Decoding(max_new_tokens=b)))
             losses[side] = reference_loss(loaded, examples)
     refs = [r for _, r in examples]
     sides = {}
@@ -193,7 +211,7 @@ def evaluate_run(store: Store, paths: Paths, run_id: str, *, limit: int = DEFAUL
         sb, st = score_pair(b, ref), score_pair(t, ref)
         rows.append({"prompt": prompt[-1]["content"], "reference": ref, "base_answer": b, "tuned_answer": t,
                      **{f"base_{k}": v for k, v in sb.items()}, **{f"tuned_{k}": v for k, v in st.items()}})
-    result = EvalResult(run_id, job.config["base_model"], len(examples), source, sides["base"], sides["tuned"],
+    result = EvalResult(job.id, job.config["base_model"], len(examples), source, sides["base"], sides["tuned"],
                         round(time.monotonic() - t0, 2), rows)
     save(result, Path(job.job_dir))
     return result
@@ -213,6 +231,19 @@ def load_result(job_dir: str | Path) -> dict[str, Any] | None:
         return json.loads((Path(job_dir) / "eval.json").read_text())
     except (OSError, ValueError):
         return None
+
+
+LABELS = {"eval_loss": "eval loss ↓", "perplexity": "perplexity ↓", "rougeL": "ROUGE-L ↑", "bleu": "BLEU ↑",
+          "chrf": "chrF ↑", "exact_match": "exact match ↑"}
+
+
+def scores_markdown(data: dict[str, Any]) -> str:
+    """A saved result (eval.json) as a small base vs fine-tuned table, for the Runs tab."""
+    lines = [f"**Held-out scores** on {data['n_examples']} examples from {data['source']} "
+             "(every answer: Compare tab, Scores):", "", "| | base | fine-tuned |", "|---|---:|---:|"]
+    for m in METRICS:
+        lines.append(f"| {LABELS[m]} | {_fmt(data['base'].get(m))} | {_fmt(data['tuned'].get(m))} |")
+    return "\n".join(lines)
 
 
 def csv_safe(value: Any) -> Any:

@@ -376,7 +376,8 @@ class Recipe:
         if self.model_ref.is_tiny:
             tinymodel.build(self.model_ref.location)
         source = self.model_ref.location
-        self.tokenizer = AutoTokenizer.from_pretrained(source)
+        # Code from the model's repository runs only when the person turned trust_remote_code on for this run.
+        self.tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=self.cfg.trust_remote_code)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         if not getattr(self.tokenizer, "chat_template", None) and self.spec.shape != "text":
@@ -386,7 +387,7 @@ class Recipe:
             )
         dtype = getattr(torch, hf.compute_dtype_name(self.caps))
         quant = hf.bnb_config(self.cfg, self.caps)
-        kwargs: dict[str, Any] = {"dtype": dtype}
+        kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": self.cfg.trust_remote_code}
         if quant is not None:
             kwargs["quantization_config"] = quant
             if self.caps.kind == "cuda":
@@ -556,6 +557,55 @@ class Recipe:
         )
 
 
+    # -- score ----------------------------------------------------------------------------------------------
+
+    def score(self, result: RunResult) -> None:
+        """Score the finished run against its base on held-out examples, with the model now in memory.
+
+        No second load: the base's answers come from the same PEFT model with its adapter switched off. It never
+        fails the run (the adapter is saved already): a problem is logged and noted in the result, and
+        ``tunedeck eval`` can score it later. A cancel while scoring skips the rest."""
+        import contextlib
+
+        from backend import evaluate
+        from backend.generate import Loaded
+
+        n = self.cfg.score_examples
+        if not n or result.status != "succeeded" or not self.is_main:
+            return
+        if self.spec.shape == "text":
+            return  # raw text has no prompts and reference answers; its eval loss is on the charts
+        if self.world_size > 1:
+            log.info("not scored here: the model is spread over %d processes; run `tunedeck eval %s`",
+                     self.world_size, self.spec.job_id)
+            return
+        job = self.store.get_job(self.spec.job_id)
+        if job is None:
+            return
+        model = self.trainer.model
+        model.eval()
+        loaded = Loaded(model, self.tokenizer, self.cfg.base_model, result.adapter_dir)
+
+        class TrainedModel:  # what evaluate.score asks of a model pool
+            def use(self, base_model: str, adapter_dir: str | None):
+                return loaded, (model.disable_adapter() if adapter_dir is None else contextlib.nullcontext())
+
+        log.info("scoring the run against its base model on up to %d held-out examples", n)
+        try:
+            res = evaluate.score(self.store, job, result.adapter_dir, TrainedModel(), limit=n,
+                                 should_stop=self.stop.is_set)
+        except evaluate.Stopped:
+            log.info("scoring skipped: the job was cancelled")
+            return
+        except Exception as exc:  # noqa: BLE001 - scoring is extra; the run itself succeeded
+            log.warning("could not score the run: %s", explain(exc))
+            result.extra["score_error"] = explain(exc)
+            return
+        result.extra["scores"] = {"n_examples": res.n_examples, "base": res.base, "tuned": res.tuned,
+                                  "seconds": res.seconds}
+        log.info("scored in %.1f s:\n%s", res.seconds, res.summary())
+
+
 def failure(exc: BaseException, recipe: Recipe | None) -> RunResult:
     """A failed run's result: a reason a person can act on, and what the manager needs to retry it."""
     step = recipe.step if recipe is not None else 0
@@ -613,6 +663,12 @@ def explain(exc: BaseException) -> str:
     name = type(exc).__name__
     if is_out_of_memory(exc):
         return f"out of GPU memory. Fix: {oom_suggestions(None, None)}"
+    if "trust_remote_code=True" in text:
+        return (
+            "this model ships Python code of its own, which TuneDeck runs only when you allow it for the run. Fix: "
+            "if you trust the model's authors, turn on trust_remote_code (Train tab, More settings; or "
+            "--set trust_remote_code=true); else pick a model that transformers supports itself."
+        )
     if name in ("OfflineModeIsEnabled", "LocalEntryNotFoundError") or "offline" in text.lower():
         return f"the model could not be loaded offline: {text}. Fix: download it once with internet, or pick tiny-offline."
     first = text.strip().splitlines()[0] if text.strip() else ""

@@ -103,6 +103,8 @@ def status_line(v: dict[str, Any]) -> str:
         total = v.get("total_steps")
         if not total:
             return "running: loading the model and data"
+        if v.get("step") == total:
+            return f"running: step {total}/{total}, training done; saving, then scoring it on held-out examples"
         eta = v.get("eta_s")
         return f"running: step {v['step']}/{total}" + (f", about {format_duration(eta)} left" if eta is not None else "")
     if s == "succeeded":

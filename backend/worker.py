@@ -56,6 +56,7 @@ def run_job(job_dir: Path) -> int:
         recipe = Recipe(spec, job_dir, store, stop)
         recipe.setup()
         result = recipe.train()
+        recipe.score(result)
     except BaseException as exc:  # noqa: BLE001 - every failure must end as a result the person can read
         traceback.print_exc()
         result = failure(exc, recipe)

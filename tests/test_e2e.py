@@ -5,6 +5,7 @@ One module-scoped data directory holds a dataset and a finished 30-step run that
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -86,6 +87,26 @@ def test_training_lowers_the_loss_and_saves_an_adapter(home: dict, trained: dict
     assert shown["status"] == "succeeded" and shown["pid"] is None and shown["adapter_dir"] == str(adapter)
     listed = tunedeck_json(home["env"], "jobs")
     assert trained["id"] in [j["id"] for j in listed]
+
+
+def test_a_finished_run_is_scored_against_its_base_model(home: dict, trained: dict) -> None:
+    """Scoring runs in the worker when training ends, with the model it just trained: the numbers are saved with
+    the run, and the fine-tune beats the base on the examples it learned (the sample has no validation split)."""
+    job_dir = Path(trained["job_dir"])
+    saved = json.loads((job_dir / "eval.json").read_text())
+    assert saved["n_examples"] == 16  # the tiny-offline preset's score_examples
+    assert "no validation split" in saved["source"]  # it says what the numbers measure
+    base, tuned = saved["base"], saved["tuned"]
+    assert tuned["eval_loss"] < 0.5 * base["eval_loss"]
+    assert tuned["rougeL"] > base["rougeL"] + 0.3 and tuned["chrf"] > base["chrf"]
+    assert trained["result"]["extra"]["scores"]["tuned"]["rougeL"] == tuned["rougeL"]
+    with open(job_dir / "eval_examples.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 16 and {"prompt", "reference", "base_answer", "tuned_answer", "tuned_rougeL"} <= set(rows[0])
+    # The same run scored again on demand, through a fresh load of base + adapter, gives the same numbers.
+    again = tunedeck_json(home["env"], "eval", trained["id"], "--limit", "16")
+    assert again["tuned"]["rougeL"] == pytest.approx(tuned["rougeL"])
+    assert again["base"]["eval_loss"] == pytest.approx(base["eval_loss"], rel=1e-4)
 
 
 def test_adapter_reloads_with_plain_peft_and_answers_the_same(home: dict, trained: dict) -> None:
@@ -246,6 +267,7 @@ def test_every_ui_action_works_through_the_gradio_api(home: dict, trained: dict,
         assert "Saved dataset" in saved[0]
         summary, _, log = client.predict(trained["id"], api_name="/job_detail")
         assert "succeeded" in summary and trained["id"] in log
+        assert "Held-out scores" in summary and "ROUGE-L" in summary  # scored when training ended
         chat = client.predict(QUESTION, [], trained["id"], "", 0, 24, api_name="/chat")
         reply = "".join(part["text"] for part in chat[0][-1]["content"])  # Gradio 6: a list of text parts
         assert reply.startswith("The capital of")
@@ -394,14 +416,15 @@ def test_the_app_keeps_a_warm_worker_so_a_job_starts_without_waiting_for_imports
     try:
         deadline = time.monotonic() + 120
         standby_log = paths.logs / "standby-worker.log"
+        standby = None
         while not (
-            manager._standby is not None
+            (standby := manager._standby) is not None  # read once: the scheduler thread may replace it
             and standby_log.is_file()
-            and f"ready {manager._standby.pid}" in standby_log.read_text().splitlines()
+            and f"ready {standby.pid}" in standby_log.read_text().splitlines()
         ):
             assert time.monotonic() < deadline, "the standby worker never got ready"
             time.sleep(0.2)
-        standby_pid = manager._standby.pid
+        standby_pid = standby.pid
         from backend.config import RunConfig
         from backend.presets import load_preset
 

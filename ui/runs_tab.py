@@ -11,7 +11,8 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from backend import views
+from backend import evaluate, views
+from backend.jobs import JobStatus
 from backend.manager import queue_positions
 from ui.context import AppContext
 from ui.style import error_md, ok_md
@@ -102,7 +103,13 @@ def job_panel(job_id: str | None, ctx: AppContext) -> tuple[str, pd.DataFrame, s
         lines.append(f"Adapter saved in `{v['adapter_dir']}`: try it in the **Chat** tab.")
     if v["resumable"]:
         lines.append("It can be resumed from its last checkpoint: press **Resume**.")
-    return "  \n".join(lines), loss_points(ctx.store, job.id), views.log_tail(job)
+    text = "  \n".join(lines)
+    scores = evaluate.load_result(job.job_dir)
+    if scores:
+        text += "\n\n" + evaluate.scores_markdown(scores)
+    elif job.status is JobStatus.RUNNING and v.get("total_steps") and v.get("step") == v.get("total_steps"):
+        text += "\n\nTraining is done; scoring the run against its base model on held-out examples."
+    return text, loss_points(ctx.store, job.id), views.log_tail(job)
 
 
 def cancel_job(job_id: str | None, ctx: AppContext) -> str:
