@@ -559,7 +559,9 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, ModelError):
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        from backend.train import explain
+
+        print(f"error: {explain(exc)}", file=sys.stderr)
         return 1
 
 

@@ -171,6 +171,15 @@ class RunConfig(BaseModel):
         "use 0 or a positive whole number",
         ge=0,
     )
+    score_examples: int = _f(
+        50,
+        "When training ends, score the run against its base model on this many held-out examples (the validation "
+        "split, else a sample of the training rows): eval loss, perplexity, ROUGE-L, BLEU, chrF, exact match. "
+        "0 skips it (score later with `tunedeck eval`).",
+        "use 0 or a whole number up to 1000",
+        ge=0,
+        le=1000,
+    )
     oom_retry: bool = _f(
         False,
         "If the GPU runs out of memory, retry automatically (from the last checkpoint) with half the batch_size and "
@@ -184,6 +193,12 @@ class RunConfig(BaseModel):
         "",
         "Optional system message put before every example (and used by default in chat).",
         "use any text, or leave it empty",
+    )
+    trust_remote_code: bool = _f(
+        False,
+        "Run the Python code that the model's repository ships with it (a few new architectures need it). That "
+        "code runs with your permissions: turn it on only for a model whose authors you trust.",
+        "use true only for a model whose code you trust, else false",
     )
     device: Literal["auto", "cpu", "cuda", "mps"] = _f(
         "auto",

@@ -151,10 +151,14 @@ def export_merged(store: Store, paths: Paths, run_id: str, dest: str | Path) -> 
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=_ensure_dir(dest)))
     try:
         # dtype="auto": the checkpoint's own 16/32-bit dtype; QLoRA adapters merge into the unquantized weights.
-        base = AutoModelForCausalLM.from_pretrained(ref.location, dtype="auto")
+        base = AutoModelForCausalLM.from_pretrained(
+            ref.location, dtype="auto", trust_remote_code=job.config.get("trust_remote_code", False)
+        )
         merged = PeftModel.from_pretrained(base, job.result["adapter_dir"]).merge_and_unload()
         merged.save_pretrained(tmp)
-        AutoTokenizer.from_pretrained(job.result["adapter_dir"]).save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(
+            job.result["adapter_dir"], trust_remote_code=job.config.get("trust_remote_code", False)
+        ).save_pretrained(tmp)
         card = model_card(store, job).replace("library_name: peft", "library_name: transformers")
         (tmp / "README.md").write_text(card, encoding="utf-8")
         _replace_dir(tmp, folder)
@@ -177,8 +181,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TextIteratorStream
 HERE = Path(__file__).parent
 RUN = json.loads((HERE / "adapter" / "tunedeck_run.json").read_text())
 device = "cuda" if torch.cuda.is_available() else "cpu"
-tokenizer = AutoTokenizer.from_pretrained(HERE / "adapter")
-base = AutoModelForCausalLM.from_pretrained(RUN["base_model"], dtype="auto")
+# Code from the model's repository runs only if the run was trained with trust_remote_code on.
+TRUST = RUN["config"].get("trust_remote_code", False)
+tokenizer = AutoTokenizer.from_pretrained(HERE / "adapter", trust_remote_code=TRUST)
+base = AutoModelForCausalLM.from_pretrained(RUN["base_model"], dtype="auto", trust_remote_code=TRUST)
 model = PeftModel.from_pretrained(base, HERE / "adapter").to(device).eval()
 SYSTEM = RUN["config"].get("system_prompt", "")
 

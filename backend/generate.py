@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backend.settings import Paths
+from backend.store import Store
 
 
 @dataclass
@@ -34,8 +35,9 @@ def load(base_model: str, adapter_dir: str | None, paths: Paths, device: str = "
         tinymodel.build(ref.location)
     caps = detect(device)
     dtype = getattr(torch, hf.compute_dtype_name(caps))
-    tokenizer = AutoTokenizer.from_pretrained(adapter_dir or ref.location)
-    model = AutoModelForCausalLM.from_pretrained(ref.location, dtype=dtype)
+    trust = Store(paths.db).trusts_remote_code(base_model)  # only a model the person trusted for a run
+    tokenizer = AutoTokenizer.from_pretrained(adapter_dir or ref.location, trust_remote_code=trust)
+    model = AutoModelForCausalLM.from_pretrained(ref.location, dtype=dtype, trust_remote_code=trust)
     if adapter_dir:
         from peft import PeftModel
 

@@ -246,6 +246,17 @@ class Store:
             if cur.rowcount == 0:
                 raise DatasetGone(dataset_id)
 
+    def trusts_remote_code(self, base_model: str) -> bool:
+        """Whether the person allowed this model's own code: a run on it was started with trust_remote_code on.
+        Chat, compare and demos of that model (its base alone too) then load it the same way."""
+        with self._conn() as c:
+            row = c.execute(
+                "SELECT 1 FROM jobs WHERE json_extract(config, '$.base_model')=? "
+                "AND json_extract(config, '$.trust_remote_code')=1 LIMIT 1",
+                (base_model,),
+            ).fetchone()
+        return row is not None
+
     def get_job(self, job_id: str) -> JobRecord | None:
         with self._conn() as c:
             r = c.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()

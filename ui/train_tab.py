@@ -45,6 +45,8 @@ ADVANCED = (
     "save_steps",
     "eval_steps",
     "oom_retry",
+    "score_examples",
+    "trust_remote_code",
     "system_prompt",
     "seed",
     "device",
