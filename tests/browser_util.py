@@ -81,3 +81,18 @@ class ServedApp:
             except ProcessLookupError:
                 pass
         self.log.close()
+
+
+def line_width_drawn(png: bytes, rgb: tuple[int, int, int] = (249, 115, 22), tolerance: int = 40) -> float:
+    """Of a chart's screenshot, the fraction of pixel columns in its top three quarters (the plot, not the legend
+    below it) that show the first series' colour (Gradio's orange): about the share of the x axis a line covers."""
+    import io
+
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    width, height = image.size
+    px = image.load()
+    near = lambda p: all(abs(a - b) <= tolerance for a, b in zip(p, rgb, strict=True))  # noqa: E731
+    drawn = sum(1 for x in range(width) if any(near(px[x, y]) for y in range(int(height * 0.75))))
+    return drawn / width

@@ -107,3 +107,32 @@ def test_resume_button(ctx, store):
     message, new = runs_tab.resume_job(job.id, ctx)
     assert new and new in message and f"continues {job.id}" in message
     assert f"Continues {job.id} from its last checkpoint." in runs_tab.job_panel(new, ctx)[0]
+
+
+def test_loss_charts_colour_their_lines_by_name_even_before_the_first_point(ctx):
+    """Gradio fixes a chart's Vega spec from the first frame it gets. An empty frame with float columns made the
+    colour column "quantitative": the Runs chart stayed blank with a "-Infinity" legend. Every loss frame the
+    tabs hand out, empty or not, must type the series as names and the axes as numbers, and name every line."""
+    import gradio as gr
+
+    from ui import compare_tab
+
+    job = ctx.manager.submit("capitals", train_tab.RunConfig.parse({"max_steps": 3}))
+    ctx.store.record_step(job.id, 1, 3, None, {"loss": 2.5})
+    frames = {
+        "runs, nothing picked": runs_tab.job_panel(None, ctx)[1],
+        "runs, no points yet": runs_tab.loss_points(ctx.store, "run-without-points"),
+        "runs, one point": runs_tab.job_panel(job.id, ctx)[1],
+        "compare, nothing picked": compare_tab.curves([], ctx)[0],
+        "compare, one run": compare_tab.curves([job.id], ctx)[0],
+    }
+    for what, frame in frames.items():
+        types = gr.LinePlot(x="step", y="loss", color="series").postprocess(frame).datatypes
+        assert (types["step"], types["loss"], types["series"]) == ("quantitative", "quantitative", "nominal"), what
+    one = frames["runs, one point"]
+    assert list(one.dropna().itertuples(index=False, name=None)) == [(1, 2.5, "training")]
+    # Every line the chart may ever draw is named from the first frame (with no value until it has points), so
+    # the validation loss, or a second run in Compare, shows up when its points arrive.
+    assert set(one["series"]) == set(frames["runs, nothing picked"]["series"]) == {"training", "validation"}
+    assert set(frames["compare, nothing picked"]["series"]) == set(frames["compare, one run"]["series"])
+    assert len(set(frames["compare, one run"]["series"])) == 8  # four runs, train and eval each

@@ -24,7 +24,7 @@ from backend.modelclient import ModelServerError
 from backend.settings import PROJECT_ROOT
 from backend.store import VoteStore
 from ui.context import AppContext
-from ui.style import error_md, ok_md
+from ui.style import curve_frame, error_md, ok_md
 
 MAX_COLUMNS = 4
 BASE = "base model"
@@ -174,31 +174,38 @@ def show_eval(run: str | None, ctx: AppContext):
 # -- run to run ----------------------------------------------------------------------------------------------------
 
 
+# Line names are slots (run 1..4), not run ids: Gradio 6 fixes a chart's colour domain from the first frame it
+# gets (see ui.style.curve_frame), so the names must not change when the person picks other runs. The metrics
+# table's "line" column says which run is which.
+OVERLAY_RUNS = 4
+OVERLAY_SERIES = tuple(f"{i} {kind}" for i in range(1, OVERLAY_RUNS + 1) for kind in ("train", "eval"))
+OVERLAY_COLOURS = dict(zip(OVERLAY_SERIES, ("#f97316", "#fdba74", "#2563eb", "#93c5fd", "#16a34a", "#86efac",
+                                            "#9333ea", "#d8b4fe"), strict=True))
+
+
 def curves(runs: list[str] | None, ctx: AppContext) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, str | None]:
-    """Overlaid loss curves (train and eval), a metrics table, and a CSV of the curve points."""
-    runs = list(runs or [])
+    """Overlaid loss curves (train and eval) of up to four runs, a metrics table, and a CSV of the curve points."""
+    runs = [r for r in (runs or []) if ctx.store.get_job(r) is not None][:OVERLAY_RUNS]
     points, metrics = [], []
-    for r in runs:
+    for line, r in enumerate(runs, start=1):
         job = ctx.store.get_job(r)
-        if job is None:
-            continue
         for name in ("loss", "eval_loss"):
             for step, _, value in ctx.store.metrics(r, name):
-                points.append({"run": r, "series": f"{r} {'train' if name == 'loss' else 'eval'}", "step": step,
+                points.append({"run": r, "series": f"{line} {'train' if name == 'loss' else 'eval'}", "step": step,
                                "loss": value})
         ev = evaluate.load_result(job.job_dir) or {}
         losses = ctx.store.metrics(r, "loss")
-        metrics.append({"run": r, "status": job.status.value, "base model": job.config.get("base_model"),
-                        "steps": (job.result or {}).get("steps"),
+        metrics.append({"line": line, "run": r, "status": job.status.value,
+                        "base model": job.config.get("base_model"), "steps": (job.result or {}).get("steps"),
                         "final train loss": round(losses[-1][2], 4) if losses else None,
                         **{f"{k} (tuned)": round(v, 4) for k, v in (ev.get("tuned") or {}).items()
                            if isinstance(v, (int, float))}})
-    frame = pd.DataFrame(points, columns=["run", "series", "step", "loss"])
     csv_path = None
     if runs:
         csv_path = ctx.paths.home / "exports" / "loss-curves.csv"
         csv_path.parent.mkdir(parents=True, exist_ok=True)
-        evaluate.write_csv(frame.to_dict("records"), csv_path)
+        evaluate.write_csv(points, csv_path)
+    frame = curve_frame(points, ("run", "series", "step", "loss"), names=OVERLAY_SERIES)
     return frame, pd.DataFrame(metrics), config_diff(runs, True, ctx), str(csv_path) if csv_path else None
 
 
@@ -269,10 +276,12 @@ def render(ctx: AppContext) -> dict:
                                 max_height=320)
         examples_csv = gr.File(label="Per-example table (CSV)", interactive=False, height=80)
     with gr.Accordion("Compare runs", open=False):
-        pick = gr.Dropdown(label="Runs", choices=all_runs(ctx), multiselect=True, interactive=True,
-                           allow_custom_value=True)
-        overlay = gr.LinePlot(x="step", y="loss", color="series", title="Loss (train and eval)", height=300,
-                              buttons=["fullscreen", "export"])
+        pick = gr.Dropdown(label="Runs (up to 4)", choices=all_runs(ctx), multiselect=True, interactive=True,
+                           allow_custom_value=True, max_choices=OVERLAY_RUNS)
+        overlay = gr.LinePlot(x="step", y="loss", color="series", color_map=OVERLAY_COLOURS, height=300,
+                              title="Loss of up to 4 runs (train, and eval when there is a validation split); "
+                              "lines are numbered as in the Metrics table", buttons=["fullscreen", "export"],
+                              elem_id="compare-overlay")
         curves_csv = gr.File(label="Curve data (CSV)", interactive=False, height=80)
         metrics_table = gr.Dataframe(label="Metrics", interactive=False)
         only_diff = gr.Checkbox(label="Only settings that differ", value=True)

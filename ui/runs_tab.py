@@ -15,7 +15,7 @@ from backend import evaluate, views
 from backend.jobs import JobStatus
 from backend.manager import queue_positions
 from ui.context import AppContext
-from ui.style import error_md, ok_md
+from ui.style import LINE_COLOURS, curve_frame, error_md, ok_md
 
 REFRESH_S = 1.5
 
@@ -54,11 +54,14 @@ SIDE_CHARTS = (
 )
 
 
+LOSS_SERIES = ("training", "validation")
+
+
 def loss_points(store, job_id: str) -> pd.DataFrame:
     """Training and validation loss, one row per point, for one chart with a line for each."""
     rows = [(s, v, "training") for s, _, v in store.metrics(job_id, "loss")]
     rows += [(s, v, "validation") for s, _, v in store.metrics(job_id, "eval_loss")]
-    return pd.DataFrame(rows, columns=["step", "loss", "series"])
+    return curve_frame(rows, names=LOSS_SERIES)
 
 
 def job_charts(job_id: str | None, ctx: AppContext) -> list:
@@ -73,7 +76,7 @@ def job_charts(job_id: str | None, ctx: AppContext) -> list:
 
 def job_panel(job_id: str | None, ctx: AppContext) -> tuple[str, pd.DataFrame, str]:
     """(summary, loss points, log tail) of one job."""
-    empty = pd.DataFrame({"step": [], "loss": [], "series": []})
+    empty = curve_frame([], names=LOSS_SERIES)
     if not job_id:
         return "Pick a run to see its loss chart and log.", empty, ""
     job = ctx.store.get_job(job_id)
@@ -174,6 +177,8 @@ def render(ctx: AppContext) -> dict:
         x_title="step",
         y_title="loss",
         height=300,
+        color_map=dict(zip(LOSS_SERIES, LINE_COLOURS, strict=False)),
+        elem_id="run-loss-chart",
     )
     side = []
     with gr.Row():
