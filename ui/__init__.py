@@ -12,7 +12,7 @@ __all__ = ["AppContext", "build_app", "CSS"]
 
 INTRO = (
     "# TuneDeck\n"
-    "Teach an open language model from your own examples. **1. Data**: upload a CSV of questions and answers. "
+    "Teach an open language model from your own examples. **1. Data**: upload your examples (a spreadsheet, JSON or Parquet). "
     "**2. Train**: pick a preset and press Train. **3. Runs**: watch it learn. **4. Chat**: talk to the result. "
     "**5. Compare**: the base and your runs side by side, blind tests, scores. "
     "**6. Share**: publish a password-protected demo, download or push the adapter."
