@@ -172,7 +172,10 @@ def display_frame(frame: pd.DataFrame, rows: Any, row_word: str = "row") -> pd.D
         return cell_text(v)
 
     out = pd.DataFrame({c: frame[c].map(text) for c in frame.columns})
-    out.insert(0, row_word, [int(r) for r in rows])
+    label = row_word
+    while label in out.columns:  # the file has a column of that name itself
+        label = f"({label})"
+    out.insert(0, label, [int(r) for r in rows])
     return out
 
 
@@ -294,6 +297,10 @@ class _Drops:
 # -- importing -----------------------------------------------------------------------------------------------------
 
 
+def new_dataset_id() -> str:
+    return f"ds-{secrets.token_hex(4)}"
+
+
 def import_dataset(
     store: Store,
     paths: Paths,
@@ -319,6 +326,7 @@ def import_dataset(
     over_length: str = "truncate",
     system_prompt: str = "",
     progress: Progress | None = None,
+    dataset_id: str | None = None,
 ) -> tuple[DatasetRecord, ImportReport]:
     """Validate and store a file as a new dataset version. All or nothing.
 
@@ -395,7 +403,7 @@ def import_dataset(
         check_encoding(val_table)
     source_sha = _file_sha256(Path(file), lambda f: say(0.03 + 0.02 * f, f"Checking {shown}"))
 
-    dataset_id = f"ds-{secrets.token_hex(4)}"
+    dataset_id = dataset_id or new_dataset_id()  # the importer's parent picks it, to clean up after a crash
     tmp = Path(paths.tmp) / f"{dataset_id}.partial"
     final = Path(paths.datasets) / dataset_id
     try:
@@ -432,7 +440,7 @@ def import_dataset(
         drops = writer.drops["train"].as_dict()
         report_obj = ImportReport(
             rows_in_file=writer.rows_in["train"],
-            rows_kept=train_rows + validation_rows,
+            rows_kept=n_train,  # of the rows in the file; a validation file's count is validation_rows_in_file
             dropped_empty_prompt=writer.drops["train"].counts.get("empty_prompt", 0),
             dropped_empty_response=writer.drops["train"].counts.get("empty_response", 0),
             empty_rows_sample=sorted(

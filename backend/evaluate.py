@@ -120,7 +120,9 @@ def held_out_examples(store: Store, job: JobRecord, limit: int = DEFAULT_LIMIT, 
     for i in picked:
         row = rows.iloc[i]
         if shape == "chat":
-            messages = json.loads(row["messages"])
+            from backend.shapes import chat_messages
+
+            messages = chat_messages(row["messages"], system)  # with the system prompt it was trained with
             last = max(k for k, m in enumerate(messages) if m["role"] == "assistant")
             out.append((messages[:last], messages[last]["content"]))
         else:

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from backend.readers import DataError
@@ -26,7 +28,10 @@ def import_in_subprocess(
 ) -> tuple[str, dict[str, Any], dict[str, int]]:
     """``backend.data.import_dataset`` in a child process. Returns (dataset id, report dict, resources)
     where resources has the child's peak memory (``max_rss_kb``). Raises DataError with the child's message."""
-    request = json.dumps({"file": str(file), **options})
+    from backend.data import new_dataset_id
+
+    dataset_id = new_dataset_id()
+    request = json.dumps({"file": str(file), "dataset_id": dataset_id, **options})
     env = {**os.environ, "TUNEDECK_HOME": str(paths.home), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "backend.importer"],
@@ -55,12 +60,25 @@ def import_in_subprocess(
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     resources = {"max_rss_kb": int(usage.ru_maxrss)}
+    if "dataset" not in result:
+        # Killed (out of memory, a signal) before it could clean up: its half-written version goes too.
+        shutil.rmtree(Path(paths.tmp) / f"{dataset_id}.partial", ignore_errors=True)
     if "error" in result:
         raise DataError(result["error"])
     if proc.returncode != 0 or "dataset" not in result:
         last = err.strip().splitlines()[-1] if err.strip() else f"exit status {proc.returncode}"
-        raise RuntimeError(f"The import process failed: {last}")
+        raise DataError(unexpected(Path(file).name, RuntimeError(f"the import process ended: {last}")))
     return result["dataset"], result["report"], resources
+
+
+def unexpected(file_name: str, exc: BaseException) -> str:
+    """The message for an import problem that has no message of its own (nothing was saved)."""
+    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    return (
+        f"{file_name}: TuneDeck could not read this file ({type(exc).__name__}: {first}). Nothing was saved. "
+        "Fix: open it in a spreadsheet app and save it again as CSV (UTF-8), then upload that; if it still fails, "
+        "please report it with the file."
+    )
 
 
 def main() -> int:
@@ -79,6 +97,12 @@ def main() -> int:
         record, report = import_dataset(store, paths, file, progress=progress, **request)
     except DataError as exc:
         print(json.dumps({"error": str(exc)}), flush=True)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - a case we did not foresee: still a message, never a traceback
+        import traceback
+
+        traceback.print_exc()  # to stderr, for whoever reports it
+        print(json.dumps({"error": unexpected(Path(file).name, exc)}), flush=True)
         return 2
     print(json.dumps({"dataset": record.id, "report": report.as_dict()}), flush=True)
     return 0

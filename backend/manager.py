@@ -65,6 +65,14 @@ def default_worker_command(job_dir: Path) -> list[str]:
     return [sys.executable, "-m", "backend.worker", str(job_dir)]
 
 
+# Settings a resumed run may change: how long it goes on, how it batches and logs. The rest (model, method,
+# adapter shape, optimizer, schedule) is baked into the checkpoint it continues.
+RESUME_CHANGES = frozenset({
+    "max_steps", "num_epochs", "save_steps", "logging_steps", "eval_steps", "batch_size", "grad_accum",
+    "gradient_checkpointing", "batching", "oom_retry", "score_examples", "device",
+})
+
+
 class ResumeError(ValueError):
     """A job that cannot be resumed; the message says why and what to do."""
 
@@ -248,6 +256,14 @@ class Manager:
                 f"the dataset of {job_id} ({job.dataset_id}) was deleted. Fix: start a new job."
             )
         config = RunConfig.parse({**job.config, **(changes or {})})
+        before, after = RunConfig.parse(job.config).model_dump(), config.model_dump()
+        fixed = sorted(k for k in (changes or {}) if before.get(k) != after.get(k) and k not in RESUME_CHANGES)
+        if fixed:
+            raise ResumeError(
+                f"{', '.join(fixed)} cannot change when a run resumes: its checkpoint holds adapter weights and "
+                "optimizer state made with the old value. Fix: resume without changing it, or start a new run "
+                f"with the new settings. What can change: {', '.join(sorted(RESUME_CHANGES))}."
+            )
         return self._queue(
             record.id,
             record.path,

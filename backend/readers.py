@@ -21,7 +21,7 @@ import math
 import os
 import re
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
@@ -229,7 +229,7 @@ def _open_csv(path: Path, name: str) -> Table:
         header = pd.read_csv(io.StringIO(text), sep=delimiter, nrows=0, dtype=str).columns
     except (pd.errors.EmptyDataError, pd.errors.ParserError):
         header = []
-    columns = [str(c).strip() for c in header]
+    columns = unique_names(str(c).strip() for c in header)
     table = Table(path, name, "csv", columns, encoding=encoding, delimiter=delimiter)
     if encoding == "cp1252":
         table.notes.append("read as Windows-1252 text (an Excel export), not UTF-8")
@@ -268,7 +268,10 @@ def _sniff_encoding(raw: bytes, name: str, *, whole: bool) -> tuple[str, str]:
     except UnicodeDecodeError as exc:
         bad_line = raw[: exc.start].count(b"\n") + 1
         try:
-            # Excel on Windows exports cp1252; accept it, but only when every byte maps to a character.
+            # Excel on Windows exports cp1252; accept it, but only when every byte maps to a character and no
+            # valid UTF-8 letter is in it (then it is UTF-8 with a stray byte, and cp1252 would garble the rest).
+            if _UTF8_MULTIBYTE.search(raw):
+                raise UnicodeDecodeError("utf-8", raw, exc.start, exc.end, "mixed")
             return "cp1252", raw.decode("cp1252")
         except UnicodeDecodeError:
             raise DataError(
@@ -306,7 +309,7 @@ def check_encoding(table: Table, on_progress=None) -> None:
                 return
             except UnicodeDecodeError:
                 bad_line = lines + 1
-    if _decodes_as(table.path, "cp1252"):
+    if _decodes_as(table.path, "cp1252") and not _has_utf8_letters(table.path):
         table.encoding = "cp1252"
         table.notes.append(f"read as Windows-1252 text (an Excel export): line {bad_line} is not UTF-8")
         return
@@ -314,6 +317,21 @@ def check_encoding(table: Table, on_progress=None) -> None:
         f"{table.name}: line {bad_line} has bytes that are not valid UTF-8 text. "
         "Fix: re-save the file as 'CSV UTF-8' and upload it again."
     )
+
+
+# A valid UTF-8 sequence for a non-ASCII character. Real Windows-1252 text almost never holds one (it would read
+# as mojibake such as "Ã©" there), so a file with one is UTF-8 with a few bad bytes, not a cp1252 export.
+_UTF8_MULTIBYTE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
+
+
+def _has_utf8_letters(path: Path) -> bool:
+    with open(path, "rb") as f:
+        tail = b""
+        while chunk := f.read(8 << 20):
+            if _UTF8_MULTIBYTE.search(tail + chunk):
+                return True
+            tail = chunk[-3:]
+    return False
 
 
 def _decodes_as(path: Path, encoding: str) -> bool:
@@ -349,6 +367,42 @@ def sniff_delimiter(text: str) -> str:
     return best
 
 
+def unique_names(names: Iterable[str]) -> list[str]:
+    """Column names made unique the way pandas does it ("a", "a.1", ...): two headers that differ only in spaces,
+    or an Excel sheet with the same header twice, would otherwise make one name stand for two columns."""
+    out: list[str] = []
+    taken: set[str] = set()
+    for name in names:
+        candidate, n = name, 0
+        while candidate in taken:
+            n += 1
+            candidate = f"{name}.{n}"
+        taken.add(candidate)
+        out.append(candidate)
+    return out
+
+
+def _one_value_too_many(chunk: pd.DataFrame, table: Table, seen: int) -> pd.DataFrame:
+    """Every row of this chunk has one value more than the header has names, so pandas made the first column
+    the index. A trailing delimiter on every line (empty last values, as some exports write) is harmless: drop
+    it. Real values in a column with no name are refused, naming the first such row."""
+    header = list(chunk.columns)
+    frame = chunk.reset_index()  # the values in file order again: header's columns, then the extra ones
+    frame.columns = range(len(frame.columns))
+    extra = frame.iloc[:, len(header):].astype(str).apply(lambda col: col.str.strip() != "")
+    if extra.to_numpy().any():
+        i = int(np.argmax(extra.to_numpy().any(axis=1)))
+        value = next(v for v, e in zip(frame.iloc[i, len(header):], extra.iloc[i], strict=True) if e)
+        raise DataError(
+            f"{table.name}: row {seen + i + 2} has more values than the header has column names ({value[:40]!r} "
+            "has no column). Fix: give every column a name in the header row, or remove the extra values."
+        )
+    frame = frame.iloc[:, : len(header)]
+    frame.columns = header
+    frame.index = pd.RangeIndex(seen, seen + len(frame))
+    return frame
+
+
 def _csv_batches(table: Table, size: int, limit: int | None) -> Iterator[Batch]:
     total = max(table.path.stat().st_size, 1)
     with open(table.path, "rb") as f:
@@ -358,15 +412,22 @@ def _csv_batches(table: Table, size: int, limit: int | None) -> Iterator[Batch]:
                 sep=table.delimiter,
                 dtype=str,
                 keep_default_na=False,
-                skip_blank_lines=True,
+                skip_blank_lines=False,
                 encoding=table.encoding,
                 chunksize=size,
                 nrows=limit,
                 engine="c",
             )
             seen = 0
+            offset = 0  # records read so far, blank lines included: row numbers count them
             for chunk in reader:
-                chunk.columns = [str(c).strip() for c in chunk.columns]
+                n_read = len(chunk)
+                if not isinstance(chunk.index, pd.RangeIndex):
+                    chunk = _one_value_too_many(chunk, table, offset)
+                offset += n_read
+                chunk.columns = unique_names(str(c).strip() for c in chunk.columns)
+                # Blank lines are read (as empty rows) so that row numbers stay the spreadsheet's, then dropped.
+                chunk = chunk[(chunk != "").any(axis=1)]
                 rows = chunk.index.to_numpy(dtype=np.int64) + 2  # the header is row 1
                 seen += len(chunk)
                 yield Batch(chunk.reset_index(drop=True), rows, min(f.tell() / total, 1.0))
@@ -431,7 +492,7 @@ def _open_xlsx(path: Path, name: str, sheet: str | None) -> Table:
             f"{name}: the sheet {chosen!r} is empty. Fix: put a header row in row 1 and examples below it"
             + (f", or pick another sheet ({', '.join(map(repr, sheets))})." if len(sheets) > 1 else ".")
         )
-    columns = [h or f"column {_letters(i)}" for i, h in enumerate(header)]
+    columns = unique_names(h or f"column {_letters(i)}" for i, h in enumerate(header))
     return Table(path, name, "xlsx", columns, sheet=chosen, sheets=sheets)
 
 

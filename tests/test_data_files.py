@@ -65,6 +65,44 @@ def test_undecodable_bytes_late_in_a_big_file_name_their_line(store, paths, csv_
     assert "line 60002 has bytes that are not valid UTF-8" in msg
 
 
+def test_utf8_with_one_stray_byte_is_refused_not_garbled(store, paths, csv_file):
+    """Re-reading it all as Windows-1252 would turn every correct é into Ã©: name the bad line instead."""
+    f = csv_file("question,answer\nCafé au lait?,Oui.\n".encode() + b"Na\xefve?,Yes.\n")
+    assert "line 3 has bytes that are not valid UTF-8" in import_fails(store, paths, f)
+
+
+def test_a_trailing_comma_on_every_line_is_harmless(store, paths, csv_file):
+    record, _ = import_dataset(store, paths, csv_file("question,answer,\nWhat is 1+1?,Two.,\nWhat is 2+2?,Four.,\n"))
+    assert load_examples(record)["response"].tolist() == ["Two.", "Four."]
+    record, _ = import_dataset(store, paths, csv_file("question,answer\nQ one?,A one.,\nQ two?,A two.,\n", "b.csv"))
+    assert load_examples(record)["prompt"].tolist() == ["Q one?", "Q two?"]
+
+
+def test_values_in_a_column_with_no_header_are_named(store, paths, csv_file):
+    f = csv_file("question,answer\nWhat is 1+1?,Two.,\nWhat is 2+2?,Four.,oops\n")
+    msg = import_fails(store, paths, f)
+    assert "row 3 has more values than the header has column names ('oops'" in msg and "Fix:" in msg
+
+
+def test_headers_that_differ_only_in_spaces_stay_two_columns(store, paths, csv_file):
+    preview = inspect_file(csv_file("prompt,prompt ,response\nHi,Hey,Hello.\nBye,Ciao,Goodbye.\n"))
+    assert preview.columns == ["prompt", "prompt.1", "response"]
+    record, _ = import_dataset(store, paths, csv_file("prompt,prompt ,response\nHi,Hey,Hello.\nBye,Ciao,Bye.\n", "d.csv"))
+    assert load_examples(record)["prompt"].tolist() == ["Hi", "Bye"]
+
+
+def test_a_column_called_row_is_shown_next_to_the_row_numbers(csv_file):
+    preview = inspect_file(csv_file("row,question,answer\n7,What is 1+1?,Two.\n8,What is 2+2?,Four.\n"))
+    assert preview.head[["(row)", "row"]].values.tolist() == [[2, "7"], [3, "8"]]
+
+
+def test_row_numbers_count_blank_lines_like_a_spreadsheet(store, paths, csv_file):
+    f = csv_file("question,answer\nWhat is 1+1?,Two.\n\nWhat is 2+2?,\nWhat is 3+3?,Six.\n")
+    record, report = import_dataset(store, paths, f)
+    assert load_examples(record)["source_row"].tolist() == [2, 5]
+    assert "(row 4)" in report.summary()
+
+
 def test_an_unclosed_quote_is_named(store, paths, csv_file):
     f = csv_file('question,answer\nq1,a1\nq2,"a2\nq3,a3\n')
     msg = import_fails(store, paths, f)

@@ -575,10 +575,18 @@ def test_resume_queues_a_new_job_that_continues_from_the_last_checkpoint(make_ma
 
 
 def test_resume_can_change_settings_such_as_the_number_of_steps(make_manager, store, dataset):
+    from backend.manager import ResumeError
+
     manager = make_manager("crash")
     crashed = finished_with_checkpoint(manager, store, dataset)
     resumed = manager.resume(crashed.id, {"max_steps": 50})
     assert resumed.config["max_steps"] == 50
+    # What the checkpoint was made with cannot change: the resumed job would only fail loading it.
+    jobs_before = len(store.list_jobs())
+    with pytest.raises(ResumeError, match=r"lora_r, optimizer cannot change when a run resumes.*Fix: resume"):
+        manager.resume(crashed.id, {"lora_r": 32, "optimizer": "adamw_torch", "max_steps": 60})
+    assert len(store.list_jobs()) == jobs_before
+    assert manager.resume(crashed.id, {"lora_r": CONFIG.lora_r}).config["lora_r"] == CONFIG.lora_r  # unchanged
 
 
 def test_resume_refuses_what_cannot_be_resumed(make_manager, store, dataset):

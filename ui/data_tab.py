@@ -31,7 +31,7 @@ from backend.data import (
     rename_dataset,
     safe_dataset_name,
 )
-from backend.importer import import_in_subprocess
+from backend.importer import import_in_subprocess, unexpected
 from backend.readers import Batch, max_cell_chars
 from backend.settings import SAMPLE_CSV, Paths
 from backend.shapes import MAPPING_KEYS, REASONS, SHAPE_LABELS, SHAPES, Where, check_mapping, normalise
@@ -100,6 +100,8 @@ def _preview_outputs(file: str | None, sheet: str | None) -> tuple:
         p = _preview(file, sheet)
     except DataError as exc:
         return (error_md(str(exc)), empty, gr.update(), *blank)
+    except Exception as exc:  # noqa: BLE001 - a file we did not foresee still gets a message, not "Error"
+        return (error_md(unexpected(Path(file).name, exc)), empty, gr.update(), *blank)
     notes = "".join(f"\nNote: {n}." for n in p.notes)
     mapped = ", ".join(f"{k} = **{v}**" for k, v in p.mapping.items() if v)
     msg = ok_md(
@@ -187,6 +189,8 @@ def render_example(
         )
     except DataError as exc:
         return error_md(str(exc))
+    except Exception as exc:  # noqa: BLE001 - as in the preview
+        return error_md(unexpected(Path(file).name, exc))
 
 
 def example_html(paths: Paths, model: str, shape: str, row: dict, system_prompt: str, where: str) -> str:
