@@ -183,8 +183,12 @@ def render(ctx: AppContext) -> dict:
         fit,
         api_name="estimate",
     )
+    # Text boxes count when left (or Enter), not per keystroke: a new system prompt means re-tokenizing the dataset.
+    triggers = [dataset.change]
+    for w in ordered:
+        triggers += [w.blur, w.submit] if isinstance(w, gr.Textbox) else [w.change]
     gr.on(
-        [dataset.change, *(w.change for w in ordered)],
+        triggers,
         lambda d, p, *v: estimate_text(d, p, *v, ctx=ctx),
         [dataset, preset, *ordered],
         fit,
