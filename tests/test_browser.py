@@ -118,11 +118,11 @@ def test_upload_train_watch_and_chat(browser_page, served: ServedApp) -> None:
     page.get_by_label("Run to score").click()
     page.get_by_role("option", name=re.compile(r"^run-")).first.click()
     # Scored already when training ended (the preset's 16 examples); pressing Score rescores with the slider's 32.
-    scored = page.locator(".td-ok", has_text="Loss and perplexity: lower is better")
+    scored = page.locator(".td-ok", has_text="lower is better, ↑ higher is better")
     expect(scored).to_contain_text(re.compile(r"on 16 examples from"), timeout=30_000)
     page.get_by_role("button", name="Score (base vs fine-tuned)").click()
     expect(scored).to_contain_text(re.compile(r"on 32 examples from"), timeout=180_000)
-    expect(page.get_by_text("rougeL").first).to_be_visible()
+    expect(page.get_by_text("ROUGE-L ↑").filter(visible=True).first).to_be_visible()  # (Runs has one too)
     page.screenshot(path=str(SHOTS / "5b-scores.png"), full_page=True)
 
     # 6. Share: publish a password-protected demo of the run; the password is shown once.

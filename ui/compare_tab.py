@@ -162,12 +162,12 @@ def show_eval(run: str | None, ctx: AppContext):
     def shown(v: Any) -> Any:
         return float(f"{v:.4g}") if isinstance(v, float) and math.isfinite(v) else v
 
-    table = pd.DataFrame([{"metric": m, "base": shown(data["base"].get(m)), "fine-tuned": shown(data["tuned"].get(m))}
-                          for m in evaluate.METRICS])
+    table = pd.DataFrame([{"metric": evaluate.LABELS[m], "base": shown(data["base"].get(m)),
+                           "fine-tuned": shown(data["tuned"].get(m))} for m in evaluate.METRICS])
     csv_path = Path(job.job_dir) / "eval_examples.csv"
     examples = pd.read_csv(csv_path) if csv_path.is_file() else None
     msg = ok_md(f"**{run}** on {data['n_examples']} examples from {data['source']} ({data['seconds']} s). "
-                "Loss and perplexity: lower is better; the others: higher is better.")
+                "↓ lower is better, ↑ higher is better.")
     return msg, table, examples, str(csv_path) if csv_path.is_file() else None
 
 
