@@ -38,8 +38,9 @@ def gpu_wait_message(needed_bytes: int, free_bytes: int, training_job: str | Non
         return None
     gib = 1024**3
     return (f"The GPU is busy training {training_job}: this model needs about {needed_bytes / gib:.1f} GB and "
-            f"{free_bytes / gib:.1f} GB are free. Your request waits and starts when the training ends "
-            "(or cancel that run in the Runs tab).")
+            f"{free_bytes / gib:.1f} GB are free. Your request waits and starts when the training ends. To "
+            f"go first, pause the training: Cancel {training_job} in the Runs tab (it saves a checkpoint), then "
+            "press Resume there when you are done; it continues where it stopped.")
 
 
 def _model_bytes(base_model: str, paths: Paths) -> int:

@@ -144,3 +144,4 @@ def test_a_request_waits_only_for_a_training_job_that_holds_the_memory_it_needs(
     assert gpu_wait_message(2 * gib, 4 * gib, "run-x") is None  # fits beside the training job
     msg = gpu_wait_message(16 * gib, 4 * gib, "run-x")
     assert "busy training run-x" in msg and "16.0 GB" in msg and "4.0 GB are free" in msg and "waits" in msg
+    assert "pause the training: Cancel run-x" in msg and "Resume" in msg  # the person may choose to go first
