@@ -57,9 +57,11 @@ def exposure_problem(host: str, share: bool, has_password: bool, allowed: bool) 
     if has_password or allowed or (host in LOCAL_HOSTS and not share):
         return None
     where = "a public share link" if share else f"address {host} (reachable from other machines)"
-    return (f"refusing to serve on {where} without a password: anyone who reaches it could train, read your data "
-            "and run jobs. Fix: set TUNEDECK_PASSWORD (and optionally TUNEDECK_USERNAME), or pass "
-            "--allow-no-password if this network is trusted.")
+    return (
+        f"refusing to serve on {where} without a password: anyone who reaches it could train, read your data "
+        "and run jobs. Fix: set TUNEDECK_PASSWORD (and optionally TUNEDECK_USERNAME), or pass "
+        "--allow-no-password if this network is trusted."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,12 +69,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default=os.environ.get("TUNEDECK_HOST", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("TUNEDECK_PORT", "7860")))
     p.add_argument("--share", action="store_true", help="also ask Gradio for a public link (needs internet)")
-    p.add_argument("--username", default=os.environ.get("TUNEDECK_USERNAME", "admin"),
-                   help="login name when a password is set (env TUNEDECK_USERNAME)")
-    p.add_argument("--password", default=os.environ.get("TUNEDECK_PASSWORD"),
-                   help="require this password to open the app (env TUNEDECK_PASSWORD, preferred: flags show in ps)")
-    p.add_argument("--allow-no-password", action="store_true",
-                   help="serve on a non-local address or a share link without a password (not recommended)")
+    p.add_argument(
+        "--username",
+        default=os.environ.get("TUNEDECK_USERNAME", "admin"),
+        help="login name when a password is set (env TUNEDECK_USERNAME)",
+    )
+    p.add_argument(
+        "--password",
+        default=os.environ.get("TUNEDECK_PASSWORD"),
+        help="require this password to open the app (env TUNEDECK_PASSWORD, preferred: flags show in ps)",
+    )
+    p.add_argument(
+        "--allow-no-password",
+        action="store_true",
+        help="serve on a non-local address or a share link without a password (not recommended)",
+    )
     args = p.parse_args(argv)
     problem = exposure_problem(args.host, args.share, bool(args.password), args.allow_no_password)
     if problem:
@@ -90,13 +101,23 @@ def main(argv: list[str] | None = None) -> int:
             user, secret = args.username, args.password
             auth = lambda u, p: hmac.compare_digest(u, user) and hmac.compare_digest(p, secret)  # noqa: E731
         app.queue(default_concurrency_limit=4).launch(
-            server_name=args.host, server_port=args.port, share=args.share, css=CSS, prevent_thread_lock=True,
-            show_error=True, allowed_paths=[str(ctx.paths.home)], auth=auth, max_file_size=f"{max_upload_mb()}mb",
+            server_name=args.host,
+            server_port=args.port,
+            share=args.share,
+            css=CSS,
+            prevent_thread_lock=True,
+            show_error=True,
+            allowed_paths=[str(ctx.paths.home)],
+            auth=auth,
+            max_file_size=f"{max_upload_mb()}mb",
             auth_message="TuneDeck: log in with the username and password this server was started with.",
         )
         if args.share and not getattr(app, "share_url", None):
-            print("TuneDeck: could not create a public share link (no internet, or the tunnel is blocked). "
-                  f"The app still works locally at http://{args.host}:{args.port}", file=sys.stderr)
+            print(
+                "TuneDeck: could not create a public share link (no internet, or the tunnel is blocked). "
+                f"The app still works locally at http://{args.host}:{args.port}",
+                file=sys.stderr,
+            )
         app.block_thread()
     except KeyboardInterrupt:
         pass

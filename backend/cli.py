@@ -59,8 +59,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_data_add(args: argparse.Namespace) -> int:
     paths, store, _ = _ctx()
-    cols = {"prompt": args.prompt_col, "response": args.response_col, "system": args.system_col,
-            "context": args.context_col, "messages": args.messages_col, "text": args.text_col}
+    cols = {
+        "prompt": args.prompt_col,
+        "response": args.response_col,
+        "system": args.system_col,
+        "context": args.context_col,
+        "messages": args.messages_col,
+        "text": args.text_col,
+    }
     mapping = {k: (None if v.lower() == "none" else v) for k, v in cols.items() if v is not None}
     show_progress = sys.stderr.isatty() and not args.json
     last = [-1]
@@ -72,24 +78,42 @@ def cmd_data_add(args: argparse.Namespace) -> int:
             print(f"\r{message}: {pct}%   ", end="" if pct < 100 else "\n", file=sys.stderr, flush=True)
 
     record, report = import_dataset(
-        store, paths, args.file, name=args.name, shape=args.shape, mapping=mapping, sheet=args.sheet,
-        validation="none" if args.no_validation else "auto", validation_file=args.validation_file, seed=args.seed,
-        model=args.model if args.max_length else None, max_length=args.max_length, over_length=args.over_length,
-        system_prompt=args.system_prompt, progress=progress,
+        store,
+        paths,
+        args.file,
+        name=args.name,
+        shape=args.shape,
+        mapping=mapping,
+        sheet=args.sheet,
+        validation="none" if args.no_validation else "auto",
+        validation_file=args.validation_file,
+        seed=args.seed,
+        model=args.model if args.max_length else None,
+        max_length=args.max_length,
+        over_length=args.over_length,
+        system_prompt=args.system_prompt,
+        progress=progress,
     )
     view = views.dataset_view(record) | {"report": report.as_dict()}
-    _out(args, view, f"Added dataset {record.name} ({record.id}), shape {record.info['shape']}: "
-                     f"{mapping_text(record)}. {report.summary()}"
-                     + "".join(f"\nnote: {n}" for n in report.notes))
+    _out(
+        args,
+        view,
+        f"Added dataset {record.name} ({record.id}), shape {record.info['shape']}: "
+        f"{mapping_text(record)}. {report.summary()}" + "".join(f"\nnote: {n}" for n in report.notes),
+    )
     return 0
 
 
 def cmd_data_list(args: argparse.Namespace) -> int:
     _, store, _ = _ctx()
     rows = [views.dataset_view(d) for d in store.list_datasets()]
-    lines = [f"{r['name']:<28} {r['id']:<12} {r['shape']:<16} {r['rows']:>8} rows  from {r['source_file']}"
-             for r in rows]
-    _out(args, rows, "\n".join(lines) if lines else "No datasets yet. Add one with: tunedeck data add FILE.csv")
+    lines = [
+        f"{r['name']:<28} {r['id']:<12} {r['shape']:<16} {r['rows']:>8} rows  from {r['source_file']}"
+        for r in rows
+    ]
+    _out(
+        args, rows, "\n".join(lines) if lines else "No datasets yet. Add one with: tunedeck data add FILE.csv"
+    )
     return 0
 
 
@@ -102,9 +126,12 @@ def cmd_data_show(args: argparse.Namespace) -> int:
     view["report"] = record.info.get("report", {})
     frame = first_rows(record, args.rows)
     view["examples"] = frame.to_dict("records")
-    text = [f"{record.name} ({record.id}): {record.n_rows} rows, shape {view['shape']}, from {record.source_file}",
-            f"mapping: {mapping_text(record)}", f"sha256: {view['sha256']}",
-            ImportReport.from_dict(view["report"]).summary() if view["report"] else ""]
+    text = [
+        f"{record.name} ({record.id}): {record.n_rows} rows, shape {view['shape']}, from {record.source_file}",
+        f"mapping: {mapping_text(record)}",
+        f"sha256: {view['sha256']}",
+        ImportReport.from_dict(view["report"]).summary() if view["report"] else "",
+    ]
     if args.model:
         from backend.chatformat import ChatFormat
         from backend.report import token_report
@@ -182,16 +209,28 @@ def cmd_train(args: argparse.Namespace) -> int:
             break
         ensure_scheduler(paths)  # if the scheduler that ran it went away, start another
         time.sleep(1.0)
-    _out(args, views.job_detail(store, job), f"{job.id}: {views.status_line(view)}" +
-         (f"\nadapter: {view['adapter_dir']}" if view["adapter_dir"] else ""))
+    _out(
+        args,
+        views.job_detail(store, job),
+        f"{job.id}: {views.status_line(view)}"
+        + (f"\nadapter: {view['adapter_dir']}" if view["adapter_dir"] else ""),
+    )
     return 0 if job.status is JobStatus.SUCCEEDED else 1
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
     _, store, _ = _ctx()
     rows = [views.job_view(store, j) for j in store.list_jobs()]
-    lines = [f"{r['id']:<28} {r['status']:<10} {r['base_model'] or '':<28} {views.status_line(r)}" for r in rows]
-    _out(args, rows, "\n".join(lines) if lines else "No jobs yet. Start one with: tunedeck train DATASET --preset tiny-offline")
+    lines = [
+        f"{r['id']:<28} {r['status']:<10} {r['base_model'] or '':<28} {views.status_line(r)}" for r in rows
+    ]
+    _out(
+        args,
+        rows,
+        "\n".join(lines)
+        if lines
+        else "No jobs yet. Start one with: tunedeck train DATASET --preset tiny-offline",
+    )
     return 0
 
 
@@ -206,8 +245,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     _, store, _ = _ctx()
     job = _job(store, args.job)
     detail = views.job_detail(store, job)
-    text = [f"{job.id}: {views.status_line(detail)}",
-            f"base model: {detail['base_model']} ({detail['method']}), dataset {detail['dataset']}, preset {detail['preset']}"]
+    text = [
+        f"{job.id}: {views.status_line(detail)}",
+        f"base model: {detail['base_model']} ({detail['method']}), dataset {detail['dataset']}, preset {detail['preset']}",
+    ]
     if detail["pid"]:
         text.append(f"worker pid: {detail['pid']}")
     if detail["adapter_dir"]:
@@ -216,8 +257,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         if detail.get(key):
             text.append(f"{label}: {detail[key]}")
     if detail.get("tokens_per_s"):
-        text.append(f"speed: {detail['tokens_per_s']:,.0f} tokens/s" +
-                    (f", peak GPU memory {detail['peak_gpu_gb']:.2f} GB" if detail.get("peak_gpu_gb") else ""))
+        text.append(
+            f"speed: {detail['tokens_per_s']:,.0f} tokens/s"
+            + (f", peak GPU memory {detail['peak_gpu_gb']:.2f} GB" if detail.get("peak_gpu_gb") else "")
+        )
     if detail.get("resumable"):
         text.append(f"resume from its last checkpoint with: tunedeck resume {job.id}")
     text.append(f"log: {job.job_dir}/worker.log")
@@ -239,8 +282,13 @@ def cmd_cancel(args: argparse.Namespace) -> int:
             break
         time.sleep(0.5)
     view = views.job_view(store, job)
-    _out(args, view, f"{job.id}: {views.status_line(view)}" if job.status.is_terminal
-         else f"{job.id}: cancel requested; it stops after the current step.")
+    _out(
+        args,
+        view,
+        f"{job.id}: {views.status_line(view)}"
+        if job.status.is_terminal
+        else f"{job.id}: cancel requested; it stops after the current step.",
+    )
     return 0
 
 
@@ -260,8 +308,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     ensure_scheduler(paths)
     points = store.metrics(job.id, "loss")
-    print(f"Queued {job.id}, continuing {args.job} from its checkpoint at step {points[-1][0] if points else 0}.",
-          file=sys.stderr)
+    print(
+        f"Queued {job.id}, continuing {args.job} from its checkpoint at step {points[-1][0] if points else 0}.",
+        file=sys.stderr,
+    )
     while args.wait and not job.status.is_terminal:
         time.sleep(1.0)
         ensure_scheduler(paths)
@@ -283,15 +333,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
         job = _job(store, args.job)
         adapter = (job.result or {}).get("adapter_dir")
         if not adapter:
-            raise CliError(f"{job.id} has no adapter ({views.status_line(views.job_view(store, job))}). "
-                           "Fix: wait for it to finish, or use --base MODEL to talk to a base model.")
+            raise CliError(
+                f"{job.id} has no adapter ({views.status_line(views.job_view(store, job))}). "
+                "Fix: wait for it to finish, or use --base MODEL to talk to a base model."
+            )
         base = job.config["base_model"]
     else:
         base = args.base
     loaded = load(base, adapter, paths)
     messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
-        {"role": "user", "content": args.prompt}]
-    reply = generate(loaded, messages, max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
+        {"role": "user", "content": args.prompt}
+    ]
+    reply = generate(
+        loaded, messages, max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed
+    )
     _out(args, {"base_model": base, "adapter_dir": adapter, "prompt": args.prompt, "reply": reply}, reply)
     return 0
 
@@ -311,7 +366,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         out = export.export_adapter(store, args.run, args.to)
     view = export.describe(out)
     label = {"adapter": "adapter", "merged": "merged model", "space": "Space bundle"}[out.kind]
-    _out(args, view, f"Exported the {label} of {args.run} to {out.folder}" + (f" (and {out.zip_path})" if out.zip_path else ""))
+    _out(
+        args,
+        view,
+        f"Exported the {label} of {args.run} to {out.folder}"
+        + (f" (and {out.zip_path})" if out.zip_path else ""),
+    )
     return 0
 
 
@@ -328,8 +388,16 @@ def cmd_demo_start(args: argparse.Namespace) -> int:
     from backend import demo
 
     paths, store, _ = _ctx()
-    info = demo.start_demo(store, paths, args.run, password=args.password, share=args.share, port=args.port,
-                           host=args.host, share_server_address=args.share_server_address)
+    info = demo.start_demo(
+        store,
+        paths,
+        args.run,
+        password=args.password,
+        share=args.share,
+        port=args.port,
+        host=args.host,
+        share_server_address=args.share_server_address,
+    )
     _out(args, info.__dict__, info.summary())
     return 0
 
@@ -351,7 +419,9 @@ def cmd_demo_list(args: argparse.Namespace) -> int:
     paths, _, _ = _ctx()
     rows = demo.list_demos(paths)
     lines = [f"{d['run_id']:<28} {d['local_url']}  {d['share_url'] or ''}" for d in rows]
-    _out(args, rows, "\n".join(lines) if lines else "No demos running. Start one with: tunedeck demo start RUN")
+    _out(
+        args, rows, "\n".join(lines) if lines else "No demos running. Start one with: tunedeck demo start RUN"
+    )
     return 0
 
 
@@ -364,7 +434,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     _job(store, args.run)
     result = evaluate_run(store, paths, args.run, limit=args.limit, max_new_tokens=args.max_new_tokens)
     data = {k: v for k, v in result.__dict__.items() if k != "examples"}
-    _out(args, data, result.summary() + f"\nPer-example table: {_job(store, args.run).job_dir}/eval_examples.csv")
+    _out(
+        args,
+        data,
+        result.summary() + f"\nPer-example table: {_job(store, args.run).job_dir}/eval_examples.csv",
+    )
     return 0
 
 
@@ -377,7 +451,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     jobs = [_job(store, r) for r in args.runs]
     bases = {j.config["base_model"] for j in jobs}
     if len(bases) > 1:
-        raise CliError(f"These runs have different base models ({', '.join(sorted(bases))}); compare runs of one base.")
+        raise CliError(
+            f"These runs have different base models ({', '.join(sorted(bases))}); compare runs of one base."
+        )
     for j in jobs:
         if not (j.result or {}).get("adapter_dir"):
             raise CliError(f"{j.id} has no adapter yet ({j.status.value}).")
@@ -385,14 +461,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     pool = ModelPool(paths)
     decoding = Decoding(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
     messages = [{"role": "user", "content": args.prompt}]
-    columns = ([("base: " + base, None)] if args.base else []) + [(j.id, j.result["adapter_dir"]) for j in jobs]
+    columns = ([("base: " + base, None)] if args.base else []) + [
+        (j.id, j.result["adapter_dir"]) for j in jobs
+    ]
     answers = []
     for label, adapter in columns:
         loaded, mode = pool.use(base, adapter)
         with mode:
             answers.append({"who": label, "answer": generate(loaded, messages, decoding=decoding)})
-    _out(args, {"prompt": args.prompt, "base_model": base, "answers": answers},
-         "\n\n".join(f"== {a['who']}\n{a['answer']}" for a in answers))
+    _out(
+        args,
+        {"prompt": args.prompt, "base_model": base, "answers": answers},
+        "\n\n".join(f"== {a['who']}\n{a['answer']}" for a in answers),
+    )
     return 0
 
 
@@ -411,35 +492,58 @@ def cmd_manager(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    p = argparse.ArgumentParser(prog="tunedeck", description="Fine-tune an open LLM on your own examples.",
-                                parents=[common])
+    p = argparse.ArgumentParser(
+        prog="tunedeck", description="Fine-tune an open LLM on your own examples.", parents=[common]
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("serve", parents=[common], help="run the web app")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=7860)
     s.add_argument("--share", action="store_true", help="also ask Gradio for a public share link")
-    s.add_argument("--allow-no-password", action="store_true",
-                   help="allow a non-local address or share link without TUNEDECK_PASSWORD (not recommended)")
+    s.add_argument(
+        "--allow-no-password",
+        action="store_true",
+        help="allow a non-local address or share link without TUNEDECK_PASSWORD (not recommended)",
+    )
     s.set_defaults(func=cmd_serve)
 
-    d = sub.add_parser("data", parents=[common], help="datasets").add_subparsers(dest="data_cmd", required=True)
-    da = d.add_parser("add", parents=[common], help="import a CSV/TSV, Excel, JSON, JSONL or Parquet file as a dataset")
+    d = sub.add_parser("data", parents=[common], help="datasets").add_subparsers(
+        dest="data_cmd", required=True
+    )
+    da = d.add_parser(
+        "add", parents=[common], help="import a CSV/TSV, Excel, JSON, JSONL or Parquet file as a dataset"
+    )
     da.add_argument("file")
     da.add_argument("--name")
-    da.add_argument("--shape", choices=["prompt_response", "chat", "text"], help="default: detected from the file")
-    for col, what in (("prompt", "the prompt"), ("response", "the response"), ("system", "a system prompt"),
-                      ("context", "a context/input added to the prompt"), ("messages", "the conversations (chat)"),
-                      ("text", "the text (plain-text shape)")):
+    da.add_argument(
+        "--shape", choices=["prompt_response", "chat", "text"], help="default: detected from the file"
+    )
+    for col, what in (
+        ("prompt", "the prompt"),
+        ("response", "the response"),
+        ("system", "a system prompt"),
+        ("context", "a context/input added to the prompt"),
+        ("messages", "the conversations (chat)"),
+        ("text", "the text (plain-text shape)"),
+    ):
         da.add_argument(f"--{col}-col", metavar="COLUMN", help=f"column with {what}; 'none' for no column")
     da.add_argument("--sheet", help="Excel: the sheet to read (default: the first)")
-    da.add_argument("--validation-file", metavar="FILE", help="a separate validation file with the same columns")
+    da.add_argument(
+        "--validation-file", metavar="FILE", help="a separate validation file with the same columns"
+    )
     da.add_argument("--no-validation", action="store_true", help="no automatic validation split")
     da.add_argument("--seed", type=int, default=42, help="seed of the automatic validation split")
-    da.add_argument("--model", default="tiny-offline", help="the tokenizer that measures lengths (with --max-length)")
-    da.add_argument("--max-length", type=int, help="measure every example and handle longer ones (see --over-length)")
+    da.add_argument(
+        "--model", default="tiny-offline", help="the tokenizer that measures lengths (with --max-length)"
+    )
+    da.add_argument(
+        "--max-length", type=int, help="measure every example and handle longer ones (see --over-length)"
+    )
     da.add_argument("--over-length", choices=["truncate", "drop"], default="truncate")
-    da.add_argument("--system-prompt", default="", help="used where a row has no system prompt (for measuring)")
+    da.add_argument(
+        "--system-prompt", default="", help="used where a row has no system prompt (for measuring)"
+    )
     da.set_defaults(func=cmd_data_add)
     dl = d.add_parser("list", parents=[common], help="list datasets")
     dl.set_defaults(func=cmd_data_list)
@@ -454,7 +558,9 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("dataset")
     dr.add_argument("new_name")
     dr.set_defaults(func=cmd_data_rename)
-    drm = d.add_parser("rm", parents=[common], help="delete a dataset (refused while a queued or running job uses it)")
+    drm = d.add_parser(
+        "rm", parents=[common], help="delete a dataset (refused while a queued or running job uses it)"
+    )
     drm.add_argument("dataset")
     drm.set_defaults(func=cmd_data_rm)
     de = d.add_parser("export", parents=[common], help="write a dataset as CSV (formula-like cells escaped)")
@@ -478,10 +584,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("job")
     c.add_argument("--timeout", type=float, default=60, help="seconds to wait for it to stop")
     c.set_defaults(func=cmd_cancel)
-    r = sub.add_parser("resume", parents=[common],
-                       help="continue a cancelled, failed or crashed job from its last checkpoint (as a new job)")
+    r = sub.add_parser(
+        "resume",
+        parents=[common],
+        help="continue a cancelled, failed or crashed job from its last checkpoint (as a new job)",
+    )
     r.add_argument("job")
-    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="change a setting, e.g. max_steps (repeatable)")
+    r.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="change a setting, e.g. max_steps (repeatable)"
+    )
     r.add_argument("--wait", action="store_true", help="wait for it; exit 0 only if it succeeded")
     r.set_defaults(func=cmd_resume)
 
@@ -496,14 +607,22 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.set_defaults(func=cmd_generate)
 
-    e = sub.add_parser("export", parents=[common], help="export a run's adapter (zip + model card) or merged model")
+    e = sub.add_parser(
+        "export", parents=[common], help="export a run's adapter (zip + model card) or merged model"
+    )
     e.add_argument("run")
     e.add_argument("--to", required=True, metavar="DIR")
     kind = e.add_mutually_exclusive_group()
-    kind.add_argument("--merged", action="store_true", help="merge the adapter into the base model (safetensors)")
-    kind.add_argument("--space", action="store_true", help="a Hugging Face Space bundle (app.py, requirements.txt)")
+    kind.add_argument(
+        "--merged", action="store_true", help="merge the adapter into the base model (safetensors)"
+    )
+    kind.add_argument(
+        "--space", action="store_true", help="a Hugging Face Space bundle (app.py, requirements.txt)"
+    )
     e.set_defaults(func=cmd_export)
-    pu = sub.add_parser("push", parents=[common], help="upload a run to the Hugging Face Hub (token from HF_TOKEN)")
+    pu = sub.add_parser(
+        "push", parents=[common], help="upload a run to the Hugging Face Hub (token from HF_TOKEN)"
+    )
     pu.add_argument("run")
     pu.add_argument("--repo", required=True, metavar="OWNER/NAME")
     pu.add_argument("--merged", action="store_true")
@@ -511,7 +630,9 @@ def build_parser() -> argparse.ArgumentParser:
     pu.set_defaults(func=cmd_push)
     dm = sub.add_parser("demo", parents=[common], help="publish a password-protected chat demo of a run")
     dms = dm.add_subparsers(dest="demo_cmd", required=True)
-    ds = dms.add_parser("start", parents=[common], help="start a demo (prints its URL and, if generated, password)")
+    ds = dms.add_parser(
+        "start", parents=[common], help="start a demo (prints its URL and, if generated, password)"
+    )
     ds.add_argument("run")
     ds.add_argument("--password", help="at least 8 characters; default: a generated one, shown once")
     ds.add_argument("--share", action="store_true", help="also ask Gradio for a public share link (72 h)")
@@ -530,7 +651,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, default=64, help="examples to score (a seeded sample)")
     ev.add_argument("--max-new-tokens", type=int, default=128)
     ev.set_defaults(func=cmd_eval)
-    cp = sub.add_parser("compare", parents=[common], help="answer one prompt with several runs (and the base)")
+    cp = sub.add_parser(
+        "compare", parents=[common], help="answer one prompt with several runs (and the base)"
+    )
     cp.add_argument("runs", nargs="+", metavar="RUN")
     cp.add_argument("--prompt", required=True)
     cp.add_argument("--base", action="store_true", help="also answer with the base model alone")
@@ -549,7 +672,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, DataError, PresetError, CliError, KeyError, ExportError, DemoError, EvalError) as exc:
+    except (
+        ConfigError,
+        DataError,
+        PresetError,
+        CliError,
+        KeyError,
+        ExportError,
+        DemoError,
+        EvalError,
+    ) as exc:
         msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"error: {msg}", file=sys.stderr)
         return 2

@@ -52,8 +52,10 @@ class DemoInfo:
         elif self.share_message:
             lines.append(self.share_message)
         if self.password:
-            lines.append(f"Log in with user '{self.username}' and password '{self.password}' "
-                         "(shown only now: note it down).")
+            lines.append(
+                f"Log in with user '{self.username}' and password '{self.password}' "
+                "(shown only now: note it down)."
+            )
         else:
             lines.append(f"Log in with user '{self.username}' and the password you chose.")
         return "\n".join(lines)
@@ -115,33 +117,62 @@ def start_demo(
     folder = demo_dir(paths, run_id)
     running = list_demos(paths)
     if any(d["run_id"] == run_id for d in running):
-        raise DemoError(f"A demo of {run_id} is already running. Fix: stop it first (tunedeck demo stop {run_id}).")
+        raise DemoError(
+            f"A demo of {run_id} is already running. Fix: stop it first (tunedeck demo stop {run_id})."
+        )
     if password is not None and len(password) < 8:
-        raise DemoError("The demo password must have at least 8 characters. Fix: choose a longer one, or leave it "
-                        "empty to get a generated one.")
+        raise DemoError(
+            "The demo password must have at least 8 characters. Fix: choose a longer one, or leave it "
+            "empty to get a generated one."
+        )
     generated = password is None
     password = password or secrets.token_urlsafe(9)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "status.json").unlink(missing_ok=True)
     spec = {
-        "run_id": run_id, "base_model": job.config["base_model"], "adapter_dir": job.result["adapter_dir"],
-        "system_prompt": job.config.get("system_prompt", ""), "host": host, "port": port or _free_port(),
-        "share": share, "share_server_address": share_server_address, "username": DEMO_USER,
-        "password_hash": hash_password(password), "home": str(paths.home),
+        "run_id": run_id,
+        "base_model": job.config["base_model"],
+        "adapter_dir": job.result["adapter_dir"],
+        "system_prompt": job.config.get("system_prompt", ""),
+        "host": host,
+        "port": port or _free_port(),
+        "share": share,
+        "share_server_address": share_server_address,
+        "username": DEMO_USER,
+        "password_hash": hash_password(password),
+        "home": str(paths.home),
     }
     (folder / "demo.json").write_text(json.dumps(spec, indent=2))
     os.chmod(folder / "demo.json", 0o600)
-    env = {**os.environ, "TUNEDECK_HOME": str(paths.home), "PYTHONUNBUFFERED": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    env = {
+        **os.environ,
+        "TUNEDECK_HOME": str(paths.home),
+        "PYTHONUNBUFFERED": "1",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+    }
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
     with open(folder / "demo.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "backend.demo", str(folder)], stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "backend.demo", str(folder)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         status = _read_status(folder)
         if status.get("ready"):
-            return DemoInfo(run_id, proc.pid, status["local_url"], status.get("share_url"),
-                            status.get("share_message", ""), DEMO_USER, password if generated else None)
+            return DemoInfo(
+                run_id,
+                proc.pid,
+                status["local_url"],
+                status.get("share_url"),
+                status.get("share_message", ""),
+                DEMO_USER,
+                password if generated else None,
+            )
         if proc.poll() is not None:
             tail = (folder / "demo.log").read_text(errors="replace").strip().splitlines()[-3:]
             raise DemoError(f"The demo of {run_id} stopped while starting: {' / '.join(tail)}")
@@ -173,8 +204,15 @@ def list_demos(paths: Paths) -> list[dict[str, Any]]:
     for folder in sorted(root.glob("*")) if root.is_dir() else []:
         status = _read_status(folder)
         if status.get("ready") and _alive(status.get("pid", 0)):
-            out.append({"run_id": folder.name, "pid": status["pid"], "local_url": status["local_url"],
-                        "share_url": status.get("share_url"), "share_message": status.get("share_message", "")})
+            out.append(
+                {
+                    "run_id": folder.name,
+                    "pid": status["pid"],
+                    "local_url": status["local_url"],
+                    "share_url": status.get("share_url"),
+                    "share_message": status.get("share_message", ""),
+                }
+            )
     return out
 
 
@@ -213,31 +251,50 @@ def serve(folder: Path) -> None:
             yield text
 
     def login(username: str, password: str) -> bool:
-        return hmac.compare_digest(username, spec["username"]) and check_password(password, spec["password_hash"])
+        return hmac.compare_digest(username, spec["username"]) and check_password(
+            password, spec["password_hash"]
+        )
 
     demo = gr.ChatInterface(
         reply,
         title=f"Demo: {spec['run_id']}",
         description=f"A fine-tune of {spec['base_model']} made with TuneDeck. Answers are generated by the model "
-                    "and may be wrong.",
+        "and may be wrong.",
         api_name="chat",
     )
     kwargs: dict[str, Any] = {}
     if spec.get("share_server_address"):
         kwargs["share_server_address"] = spec["share_server_address"]
     demo.queue(default_concurrency_limit=1).launch(
-        server_name=spec["host"], server_port=spec["port"], share=bool(spec["share"]), auth=login,
-        auth_message="This demo is password protected.", prevent_thread_lock=True, quiet=True, **kwargs,
+        server_name=spec["host"],
+        server_port=spec["port"],
+        share=bool(spec["share"]),
+        auth=login,
+        auth_message="This demo is password protected.",
+        prevent_thread_lock=True,
+        quiet=True,
+        **kwargs,
     )
     share_url = getattr(demo, "share_url", None)
     share_message = ""
     if spec["share"] and not share_url:
-        share_message = ("Could not create a public share link (no internet connection, or the tunnel is blocked). "
-                         "The local URL works; to share, put it behind your own server or set a share server address.")
+        share_message = (
+            "Could not create a public share link (no internet connection, or the tunnel is blocked). "
+            "The local URL works; to share, put it behind your own server or set a share server address."
+        )
     local_url = f"http://{'127.0.0.1' if spec['host'] in ('0.0.0.0', '::') else spec['host']}:{spec['port']}/"
     tmp = folder / "status.json.tmp"
-    tmp.write_text(json.dumps({"ready": True, "pid": os.getpid(), "local_url": local_url, "share_url": share_url,
-                               "share_message": share_message}))
+    tmp.write_text(
+        json.dumps(
+            {
+                "ready": True,
+                "pid": os.getpid(),
+                "local_url": local_url,
+                "share_url": share_url,
+                "share_message": share_message,
+            }
+        )
+    )
     tmp.replace(folder / "status.json")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:

@@ -43,8 +43,10 @@ class EvalResult:
     examples: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> str:
-        rows = [f"{self.run_id} on {self.n_examples} examples ({self.source}):",
-                f"{'metric':<12} {'base':>10} {'fine-tuned':>11}"]
+        rows = [
+            f"{self.run_id} on {self.n_examples} examples ({self.source}):",
+            f"{'metric':<12} {'base':>10} {'fine-tuned':>11}",
+        ]
         for m in METRICS:
             b, t = self.base.get(m), self.tuned.get(m)
             rows.append(f"{m:<12} {_fmt(b):>10} {_fmt(t):>11}")
@@ -67,7 +69,11 @@ def score_pair(prediction: str, reference: str) -> dict[str, float]:
     import sacrebleu
     from rouge_score import rouge_scorer
 
-    rouge = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False).score(reference, prediction)["rougeL"].fmeasure
+    rouge = (
+        rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+        .score(reference, prediction)["rougeL"]
+        .fmeasure
+    )
     return {
         "rougeL": float(rouge),
         "bleu": float(sacrebleu.sentence_bleu(prediction, [reference]).score),
@@ -89,31 +95,41 @@ def corpus_scores(predictions: list[str], references: list[str]) -> dict[str, fl
         "rougeL": float(sum(rouge) / len(rouge)),
         "bleu": float(sacrebleu.corpus_bleu(predictions, [references]).score),
         "chrf": float(sacrebleu.corpus_chrf(predictions, [references]).score),
-        "exact_match": float(sum(normalise(p) == normalise(r) for p, r in zip(predictions, references, strict=True))
-                             / len(predictions)),
+        "exact_match": float(
+            sum(normalise(p) == normalise(r) for p, r in zip(predictions, references, strict=True))
+            / len(predictions)
+        ),
     }
 
 
 # -- the examples ------------------------------------------------------------------------------------------------
 
 
-def held_out_examples(store: Store, job: JobRecord, limit: int = DEFAULT_LIMIT, seed: int = 0
-                      ) -> tuple[list[tuple[list[dict[str, str]], str]], str]:
+def held_out_examples(
+    store: Store, job: JobRecord, limit: int = DEFAULT_LIMIT, seed: int = 0
+) -> tuple[list[tuple[list[dict[str, str]], str]], str]:
     """([(prompt messages, reference answer)], where they came from)."""
     import pandas as pd
 
     record = store.get_dataset(job.dataset_id)
     if record is None:
-        raise EvalError(f"The dataset of {job.id} ({job.dataset_id}) was deleted, so there is nothing to score on.")
+        raise EvalError(
+            f"The dataset of {job.id} ({job.dataset_id}) was deleted, so there is nothing to score on."
+        )
     frame = pd.read_parquet(record.path)
     shape = record.info.get("shape", "prompt_response")
     if shape == "text":
-        raise EvalError("This run was trained on raw text (continued pre-training): there are no prompts and "
-                        "reference answers to score. Its eval loss is in the Runs tab.")
+        raise EvalError(
+            "This run was trained on raw text (continued pre-training): there are no prompts and "
+            "reference answers to score. Its eval loss is in the Runs tab."
+        )
     if "split" in frame.columns and (frame["split"] == "validation").any():
         rows, source = frame[frame["split"] == "validation"], "the validation split"
     else:
-        rows, source = frame, "training rows: the dataset has no validation split, so this measures memorisation"
+        rows, source = (
+            frame,
+            "training rows: the dataset has no validation split, so this measures memorisation",
+        )
     picked = sorted(random.Random(seed).sample(range(len(rows)), min(limit, len(rows))))
     system = job.config.get("system_prompt", "")
     out = []
@@ -128,7 +144,8 @@ def held_out_examples(store: Store, job: JobRecord, limit: int = DEFAULT_LIMIT, 
         else:
             sys_text = row.get("system", "") or system
             msgs = ([{"role": "system", "content": sys_text}] if sys_text else []) + [
-                {"role": "user", "content": row["prompt"]}]
+                {"role": "user", "content": row["prompt"]}
+            ]
             out.append((msgs, row["response"]))
     return out, source
 
@@ -144,9 +161,10 @@ def reference_loss(loaded: Any, examples: list[tuple[list[dict[str, str]], str]]
     total, count = 0.0, 0
     for prompt, reference in examples:
         p_ids = tok.apply_chat_template(prompt, add_generation_prompt=True, return_dict=True)["input_ids"]
-        full = tok.apply_chat_template(prompt + [{"role": "assistant", "content": reference}],
-                                       return_dict=True)["input_ids"]
-        labels = [-100] * len(p_ids) + list(full[len(p_ids):])
+        full = tok.apply_chat_template(
+            prompt + [{"role": "assistant", "content": reference}], return_dict=True
+        )["input_ids"]
+        labels = [-100] * len(p_ids) + list(full[len(p_ids) :])
         if len(full) <= len(p_ids):
             continue
         ids = torch.tensor([full], device=model.device)
@@ -160,8 +178,15 @@ def reference_loss(loaded: Any, examples: list[tuple[list[dict[str, str]], str]]
     return total / count if count else float("nan")
 
 
-def evaluate_run(store: Store, paths: Paths, run_id: str, *, limit: int = DEFAULT_LIMIT, max_new_tokens: int = 128,
-                 pool: Any = None) -> EvalResult:
+def evaluate_run(
+    store: Store,
+    paths: Paths,
+    run_id: str,
+    *,
+    limit: int = DEFAULT_LIMIT,
+    max_new_tokens: int = 128,
+    pool: Any = None,
+) -> EvalResult:
     """Score a finished run (``tunedeck eval``, the Compare tab): loads its base model and adapter."""
     from backend.generate import ModelPool
 
@@ -178,8 +203,16 @@ class Stopped(Exception):
     """Scoring was asked to stop (the job was cancelled while it scored)."""
 
 
-def score(store: Store, job: JobRecord, adapter: str, pool: Any, *, limit: int = DEFAULT_LIMIT,
-          max_new_tokens: int = 128, should_stop: Any = None) -> EvalResult:
+def score(
+    store: Store,
+    job: JobRecord,
+    adapter: str,
+    pool: Any,
+    *,
+    limit: int = DEFAULT_LIMIT,
+    max_new_tokens: int = 128,
+    should_stop: Any = None,
+) -> EvalResult:
     """Score ``adapter`` against its base on ``job``'s held-out examples and save eval.json / eval_examples.csv.
 
     ``pool.use(base_model, adapter_dir or None)`` gives (loaded model, context to generate in): a ModelPool, or
@@ -206,15 +239,34 @@ def score(store: Store, job: JobRecord, adapter: str, pool: Any, *, limit: int =
     for side in ("base", "tuned"):
         scores = corpus_scores(answers[side], refs)
         loss = losses[side]
-        sides[side] = {"eval_loss": loss, "perplexity": math.exp(loss) if math.isfinite(loss) else float("nan"),
-                       **scores}
+        sides[side] = {
+            "eval_loss": loss,
+            "perplexity": math.exp(loss) if math.isfinite(loss) else float("nan"),
+            **scores,
+        }
     rows = []
     for (prompt, ref), b, t in zip(examples, answers["base"], answers["tuned"], strict=True):
         sb, st = score_pair(b, ref), score_pair(t, ref)
-        rows.append({"prompt": prompt[-1]["content"], "reference": ref, "base_answer": b, "tuned_answer": t,
-                     **{f"base_{k}": v for k, v in sb.items()}, **{f"tuned_{k}": v for k, v in st.items()}})
-    result = EvalResult(job.id, job.config["base_model"], len(examples), source, sides["base"], sides["tuned"],
-                        round(time.monotonic() - t0, 2), rows)
+        rows.append(
+            {
+                "prompt": prompt[-1]["content"],
+                "reference": ref,
+                "base_answer": b,
+                "tuned_answer": t,
+                **{f"base_{k}": v for k, v in sb.items()},
+                **{f"tuned_{k}": v for k, v in st.items()},
+            }
+        )
+    result = EvalResult(
+        job.id,
+        job.config["base_model"],
+        len(examples),
+        source,
+        sides["base"],
+        sides["tuned"],
+        round(time.monotonic() - t0, 2),
+        rows,
+    )
     save(result, Path(job.job_dir))
     return result
 
@@ -235,14 +287,25 @@ def load_result(job_dir: str | Path) -> dict[str, Any] | None:
         return None
 
 
-LABELS = {"eval_loss": "eval loss ↓", "perplexity": "perplexity ↓", "rougeL": "ROUGE-L ↑", "bleu": "BLEU ↑",
-          "chrf": "chrF ↑", "exact_match": "exact match ↑"}
+LABELS = {
+    "eval_loss": "eval loss ↓",
+    "perplexity": "perplexity ↓",
+    "rougeL": "ROUGE-L ↑",
+    "bleu": "BLEU ↑",
+    "chrf": "chrF ↑",
+    "exact_match": "exact match ↑",
+}
 
 
 def scores_markdown(data: dict[str, Any]) -> str:
     """A saved result (eval.json) as a small base vs fine-tuned table, for the Runs tab."""
-    lines = [f"**Held-out scores** on {data['n_examples']} examples from {data['source']} "
-             "(every answer: Compare tab, Scores):", "", "| | base | fine-tuned |", "|---|---:|---:|"]
+    lines = [
+        f"**Held-out scores** on {data['n_examples']} examples from {data['source']} "
+        "(every answer: Compare tab, Scores):",
+        "",
+        "| | base | fine-tuned |",
+        "|---|---:|---:|",
+    ]
     for m in METRICS:
         lines.append(f"| {LABELS[m]} | {_fmt(data['base'].get(m))} | {_fmt(data['tuned'].get(m))} |")
     return "\n".join(lines)

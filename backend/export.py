@@ -61,7 +61,8 @@ def model_card(store: Store, job: JobRecord) -> str:
     tiny_note = (
         "\n> **Note:** the base model `tiny-offline` is a tiny random-weight model built locally by TuneDeck. "
         "It is not on the Hub; this adapter is only useful with that exact local model.\n"
-        if base == "tiny-offline" else ""
+        if base == "tiny-offline"
+        else ""
     )
     settings = "\n".join(f"| `{k}` | `{v}` |" for k, v in cfg.items() if k != "system_prompt")
     final = result.get("final_loss")
@@ -125,9 +126,17 @@ def export_adapter(store: Store, run_id: str, dest: str | Path, *, make_zip: boo
             if f.is_file() and not f.name.startswith("training_args"):
                 shutil.copy2(f, tmp / f.name)
         (tmp / "README.md").write_text(model_card(store, job), encoding="utf-8")
-        (tmp / "tunedeck_run.json").write_text(json.dumps(
-            {"run": job.id, "base_model": job.config.get("base_model"), "dataset": job.dataset_id,
-             "config": job.config}, indent=2))
+        (tmp / "tunedeck_run.json").write_text(
+            json.dumps(
+                {
+                    "run": job.id,
+                    "base_model": job.config.get("base_model"),
+                    "dataset": job.dataset_id,
+                    "config": job.config,
+                },
+                indent=2,
+            )
+        )
         _replace_dir(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -228,8 +237,12 @@ def export_space(store: Store, run_id: str, dest: str | Path) -> Exported:
         (tmp / "README.md").write_text(
             f"---\ntitle: {job.id}\nsdk: gradio\nsdk_version: {version('gradio')}\napp_file: app.py\n---\n\n"
             f"Chat demo of a TuneDeck fine-tune of `{base}`. Upload this folder as a Gradio Space.\n"
-            + ("\n**This run's base model is tiny-offline, which exists only on the machine that trained it: the "
-               "Space cannot load it. Train on a Hub model to publish a Space.**\n" if base == "tiny-offline" else ""),
+            + (
+                "\n**This run's base model is tiny-offline, which exists only on the machine that trained it: the "
+                "Space cannot load it. Train on a Hub model to publish a Space.**\n"
+                if base == "tiny-offline"
+                else ""
+            ),
             encoding="utf-8",
         )
         _replace_dir(tmp, folder)
@@ -241,25 +254,41 @@ def export_space(store: Store, run_id: str, dest: str | Path) -> Exported:
 _REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-def push(store: Store, paths: Paths, run_id: str, repo: str, *, merged: bool = False, token: str | None = None,
-         private: bool = True) -> str:
+def push(
+    store: Store,
+    paths: Paths,
+    run_id: str,
+    repo: str,
+    *,
+    merged: bool = False,
+    token: str | None = None,
+    private: bool = True,
+) -> str:
     """Upload the adapter (or merged model) to the Hub; returns the repo URL. The token is never stored."""
     if not _REPO.match(repo):
-        raise ExportError(f"{repo!r} is not a Hub repository name. Fix: use owner/name, e.g. alice/my-support-bot.")
+        raise ExportError(
+            f"{repo!r} is not a Hub repository name. Fix: use owner/name, e.g. alice/my-support-bot."
+        )
     token = token or os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
     if not token:
-        raise ExportError("No Hugging Face token. Fix: set HF_TOKEN in the environment, or type it in the Share tab "
-                          "(it is used for this upload only and never saved).")
+        raise ExportError(
+            "No Hugging Face token. Fix: set HF_TOKEN in the environment, or type it in the Share tab "
+            "(it is used for this upload only and never saved)."
+        )
     with tempfile.TemporaryDirectory(prefix="tunedeck-push-", dir=paths.tmp) as staging:
-        out = export_merged(store, paths, run_id, staging) if merged else export_adapter(store, run_id, staging,
-                                                                                           make_zip=False)
+        out = (
+            export_merged(store, paths, run_id, staging)
+            if merged
+            else export_adapter(store, run_id, staging, make_zip=False)
+        )
         try:
             from huggingface_hub import HfApi
 
             api = HfApi(token=token)
             api.create_repo(repo, private=private, exist_ok=True)
-            api.upload_folder(folder_path=str(out.folder), repo_id=repo,
-                              commit_message=f"TuneDeck {run_id} ({out.kind})")
+            api.upload_folder(
+                folder_path=str(out.folder), repo_id=repo, commit_message=f"TuneDeck {run_id} ({out.kind})"
+            )
         except Exception as exc:  # noqa: BLE001 - shown to the person; the token must not leak into the text
             raise ExportError(f"Upload to {repo} failed: {_scrub(str(exc), token)}") from None
     return f"https://huggingface.co/{repo}"
@@ -292,5 +321,8 @@ def _zip(folder: Path) -> Path:
 
 
 def describe(exported: Exported) -> dict[str, Any]:
-    return {"kind": exported.kind, "folder": str(exported.folder),
-            "zip": str(exported.zip_path) if exported.zip_path else None}
+    return {
+        "kind": exported.kind,
+        "folder": str(exported.folder),
+        "zip": str(exported.zip_path) if exported.zip_path else None,
+    }

@@ -97,7 +97,11 @@ def _cut_at_stop(text: str, stops: tuple[str, ...]) -> str:
 
 
 def generate(
-    loaded: Loaded, messages: list[dict[str, str]], max_new_tokens: int = 128, temperature: float = 0.0, seed: int = 0,
+    loaded: Loaded,
+    messages: list[dict[str, str]],
+    max_new_tokens: int = 128,
+    temperature: float = 0.0,
+    seed: int = 0,
     decoding: Decoding | None = None,
 ) -> str:
     import torch
@@ -111,8 +115,13 @@ def generate(
 
 
 def stream(
-    loaded: Loaded, messages: list[dict[str, str]], max_new_tokens: int = 128, temperature: float = 0.0, seed: int = 0,
-    decoding: Decoding | None = None, should_stop: Callable[[], bool] | None = None,
+    loaded: Loaded,
+    messages: list[dict[str, str]],
+    max_new_tokens: int = 128,
+    temperature: float = 0.0,
+    seed: int = 0,
+    decoding: Decoding | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> Iterator[str]:
     """Yield pieces of the reply as they are generated; ``should_stop()`` returning True ends it early."""
     import torch
@@ -143,7 +152,7 @@ def stream(
             new = _cut_at_stop(text + piece, d.stop)
             if len(new) < len(text + piece):
                 stopped = True
-                piece = new[len(text):]
+                piece = new[len(text) :]
         text += piece
         if piece:
             yield piece

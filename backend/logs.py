@@ -11,7 +11,9 @@ def quiet_hf() -> None:
     """Silence progress bars and known-harmless library chatter (they would flood worker.log and the CLI)."""
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    logging.getLogger("absl").setLevel(logging.WARNING)  # rouge-score logs "Using default tokenizer." per call
+    logging.getLogger("absl").setLevel(
+        logging.WARNING
+    )  # rouge-score logs "Using default tokenizer." per call
     try:
         from transformers.utils import logging as hf_logging
 

@@ -67,10 +67,22 @@ def default_worker_command(job_dir: Path) -> list[str]:
 
 # Settings a resumed run may change: how long it goes on, how it batches and logs. The rest (model, method,
 # adapter shape, optimizer, schedule) is baked into the checkpoint it continues.
-RESUME_CHANGES = frozenset({
-    "max_steps", "num_epochs", "save_steps", "logging_steps", "eval_steps", "batch_size", "grad_accum",
-    "gradient_checkpointing", "batching", "oom_retry", "score_examples", "device",
-})
+RESUME_CHANGES = frozenset(
+    {
+        "max_steps",
+        "num_epochs",
+        "save_steps",
+        "logging_steps",
+        "eval_steps",
+        "batch_size",
+        "grad_accum",
+        "gradient_checkpointing",
+        "batching",
+        "oom_retry",
+        "score_examples",
+        "device",
+    }
+)
 
 
 class ResumeError(ValueError):
@@ -203,10 +215,16 @@ class Manager:
         except BaseException as exc:
             shutil.rmtree(job_dir, ignore_errors=True)  # no half-made job folder
             if isinstance(exc, DatasetGone):
-                raise ConfigError([Problem(
-                    "dataset", dataset_name, "this dataset was deleted while the job was being queued",
-                    "import it again (Data tab or `tunedeck data add FILE`) and start the job again",
-                )]) from None
+                raise ConfigError(
+                    [
+                        Problem(
+                            "dataset",
+                            dataset_name,
+                            "this dataset was deleted while the job was being queued",
+                            "import it again (Data tab or `tunedeck data add FILE`) and start the job again",
+                        )
+                    ]
+                ) from None
             raise
         if resume_checkpoint is not None:
             # The curve up to the checkpoint; the worker appends the rest (the chart orders points by step).
@@ -257,7 +275,9 @@ class Manager:
             )
         config = RunConfig.parse({**job.config, **(changes or {})})
         before, after = RunConfig.parse(job.config).model_dump(), config.model_dump()
-        fixed = sorted(k for k in (changes or {}) if before.get(k) != after.get(k) and k not in RESUME_CHANGES)
+        fixed = sorted(
+            k for k in (changes or {}) if before.get(k) != after.get(k) and k not in RESUME_CHANGES
+        )
         if fixed:
             raise ResumeError(
                 f"{', '.join(fixed)} cannot change when a run resumes: its checkpoint holds adapter weights and "

@@ -40,7 +40,12 @@ class ModelClient:
         log = open(self._log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "backend.modelserver"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env, text=True, bufsize=1,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            env=env,
+            text=True,
+            bufsize=1,
             start_new_session=True,
         )
         log.close()
@@ -58,8 +63,9 @@ class ModelClient:
     ) -> Iterator[list[str]]:
         """Answer with the base (None) and each adapter in turn, one base in memory; yields all columns so far."""
         texts = ["" for _ in adapters]
-        for column, piece in self._request({"base_model": base_model, "adapters": adapters, "messages": messages,
-                                            **decoding}):
+        for column, piece in self._request(
+            {"base_model": base_model, "adapters": adapters, "messages": messages, **decoding}
+        ):
             if column == WAITING:
                 yield [f"⏳ {piece}" for _ in adapters]
                 continue
@@ -81,11 +87,19 @@ class ModelClient:
     ) -> Iterator[str]:
         """Yield the reply so far, growing piece by piece. Closing the iterator early stops the generation."""
         text = ""
-        for column, piece in self._request({
-            "base_model": base_model, "adapter_dir": adapter_dir, "messages": messages,
-            "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p,
-            "repetition_penalty": repetition_penalty, "stop": stop or [], "seed": seed,
-        }):
+        for column, piece in self._request(
+            {
+                "base_model": base_model,
+                "adapter_dir": adapter_dir,
+                "messages": messages,
+                "max_new_tokens": max_new_tokens,
+                "temperature": temperature,
+                "top_p": top_p,
+                "repetition_penalty": repetition_penalty,
+                "stop": stop or [],
+                "seed": seed,
+            }
+        ):
             if column == WAITING:
                 yield f"⏳ {piece}"
                 continue
@@ -121,7 +135,9 @@ class ModelClient:
                 finished = True
                 raise ModelServerError(f"the model server stopped unexpectedly; see {self._log_path}")
             finally:
-                if not finished:  # the caller stopped listening (the Stop button): stop generating, drain its reply
+                if (
+                    not finished
+                ):  # the caller stopped listening (the Stop button): stop generating, drain its reply
                     self._cancel(proc, rid)
 
     def _cancel(self, proc: subprocess.Popen, rid: int) -> None:

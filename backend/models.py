@@ -51,8 +51,10 @@ def resolve(name: str, paths: Paths) -> ModelRef:
     local = Path(name).expanduser()
     if local.is_dir():
         if not (local / "config.json").is_file():
-            raise ModelError(f"The folder {local} has no config.json, so it is not a model folder. "
-                             "Fix: point to the folder that holds config.json and the weights.")
+            raise ModelError(
+                f"The folder {local} has no config.json, so it is not a model folder. "
+                "Fix: point to the folder that holds config.json and the weights."
+            )
         return ModelRef(name, "local", str(local.resolve()))
     if name.startswith(("/", ".", "~")):
         raise ModelError(f"The model folder {name} does not exist. Fix: check the path.")
@@ -130,7 +132,14 @@ def build_tiny(paths: Paths) -> None:
     from backend.settings import PROJECT_ROOT
 
     subprocess.run(
-        [sys.executable, "-c", "import sys; from backend.tinymodel import build; build(sys.argv[1])",
-         str(tiny_model_dir(paths))],
-        check=True, cwd=str(PROJECT_ROOT), capture_output=True, timeout=300,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from backend.tinymodel import build; build(sys.argv[1])",
+            str(tiny_model_dir(paths)),
+        ],
+        check=True,
+        cwd=str(PROJECT_ROOT),
+        capture_output=True,
+        timeout=300,
     )

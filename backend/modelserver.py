@@ -37,10 +37,12 @@ def gpu_wait_message(needed_bytes: int, free_bytes: int, training_job: str | Non
     if training_job is None or needed_bytes <= free_bytes:
         return None
     gib = 1024**3
-    return (f"The GPU is busy training {training_job}: this model needs about {needed_bytes / gib:.1f} GB and "
-            f"{free_bytes / gib:.1f} GB are free. Your request waits and starts when the training ends. To "
-            f"go first, pause the training: Cancel {training_job} in the Runs tab (it saves a checkpoint), then "
-            "press Resume there when you are done; it continues where it stopped.")
+    return (
+        f"The GPU is busy training {training_job}: this model needs about {needed_bytes / gib:.1f} GB and "
+        f"{free_bytes / gib:.1f} GB are free. Your request waits and starts when the training ends. To "
+        f"go first, pause the training: Cancel {training_job} in the Runs tab (it saves a checkpoint), then "
+        "press Resume there when you are done; it continues where it stopped."
+    )
 
 
 def _model_bytes(base_model: str, paths: Paths) -> int:
@@ -132,13 +134,21 @@ def serve(stdin: Any = None, stdout: Any = None) -> None:
             # "adapters": several columns (None = the base alone) answered in turn by one base model in memory.
             columns = req["adapters"] if "adapters" in req else [req.get("adapter_dir") or None]
             if pool.loaded is None or pool.loaded.base_model != req["base_model"]:
-                _wait_for_gpu(req["base_model"], paths, lambda m, rid=rid: send({"id": rid, "wait": m}),
-                              lambda rid=rid: rid in cancelled)
+                _wait_for_gpu(
+                    req["base_model"],
+                    paths,
+                    lambda m, rid=rid: send({"id": rid, "wait": m}),
+                    lambda rid=rid: rid in cancelled,
+                )
             for col, adapter in enumerate(columns):
                 loaded, mode = pool.use(req["base_model"], adapter)
                 with mode:
-                    for piece in stream(loaded, req["messages"], decoding=decoding,
-                                        should_stop=lambda rid=rid: rid in cancelled):
+                    for piece in stream(
+                        loaded,
+                        req["messages"],
+                        decoding=decoding,
+                        should_stop=lambda rid=rid: rid in cancelled,
+                    ):
                         if piece:
                             send({"id": rid, "delta": piece, "column": col})
                 if rid in cancelled:
@@ -152,7 +162,9 @@ def serve(stdin: Any = None, stdout: Any = None) -> None:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     quiet_hf()
     serve()
     return 0

@@ -49,5 +49,7 @@ def load_preset(name: str, directory: Path = PRESETS_DIR) -> Preset:
     try:
         config = RunConfig.parse(data)
     except ConfigError as exc:
-        raise ConfigError([Problem(f"{path.name}: {p.field}", p.value, p.message, p.fix) for p in exc.problems]) from None
+        raise ConfigError(
+            [Problem(f"{path.name}: {p.field}", p.value, p.message, p.fix) for p in exc.problems]
+        ) from None
     return Preset(name=name, config=config, **meta)

@@ -389,10 +389,10 @@ def _one_value_too_many(chunk: pd.DataFrame, table: Table, seen: int) -> pd.Data
     header = list(chunk.columns)
     frame = chunk.reset_index()  # the values in file order again: header's columns, then the extra ones
     frame.columns = range(len(frame.columns))
-    extra = frame.iloc[:, len(header):].astype(str).apply(lambda col: col.str.strip() != "")
+    extra = frame.iloc[:, len(header) :].astype(str).apply(lambda col: col.str.strip() != "")
     if extra.to_numpy().any():
         i = int(np.argmax(extra.to_numpy().any(axis=1)))
-        value = next(v for v, e in zip(frame.iloc[i, len(header):], extra.iloc[i], strict=True) if e)
+        value = next(v for v, e in zip(frame.iloc[i, len(header) :], extra.iloc[i], strict=True) if e)
         raise DataError(
             f"{table.name}: row {seen + i + 2} has more values than the header has column names ({value[:40]!r} "
             "has no column). Fix: give every column a name in the header row, or remove the extra values."

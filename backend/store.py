@@ -24,6 +24,7 @@ SCHEMA_VERSION = 3
 class DatasetGone(KeyError):
     """A job was queued on a dataset that was deleted in the meantime."""
 
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS datasets (
@@ -160,7 +161,9 @@ class Store:
             cols = {r["name"] for r in c.execute("PRAGMA table_info(datasets)").fetchall()}
             if "sha256" not in cols:
                 c.execute("ALTER TABLE datasets ADD COLUMN sha256 TEXT NOT NULL DEFAULT ''")
-            c.execute("UPDATE datasets SET sha256 = COALESCE(json_extract(info, '$.sha256'), '') WHERE sha256 = ''")
+            c.execute(
+                "UPDATE datasets SET sha256 = COALESCE(json_extract(info, '$.sha256'), '') WHERE sha256 = ''"
+            )
             c.execute("CREATE INDEX IF NOT EXISTS datasets_sha256 ON datasets (sha256)")
         if version < 3:
             # Jobs that continue another: resumed by the person (resumed_from) or retried after running out of GPU
@@ -178,8 +181,16 @@ class Store:
             c.execute(
                 "INSERT INTO datasets (id, name, created, source_file, path, n_rows, info, sha256) "
                 "VALUES (?,?,?,?,?,?,?,?)",
-                (rec.id, rec.name, rec.created, rec.source_file, rec.path, rec.n_rows, json.dumps(rec.info),
-                 str(rec.info.get("sha256", ""))),
+                (
+                    rec.id,
+                    rec.name,
+                    rec.created,
+                    rec.source_file,
+                    rec.path,
+                    rec.n_rows,
+                    json.dumps(rec.info),
+                    str(rec.info.get("sha256", "")),
+                ),
             )
 
     def datasets_with_hash(self, sha256: str) -> list[DatasetRecord]:
@@ -232,16 +243,35 @@ class Store:
 
     # -- jobs -----------------------------------------------------------------------------------------------
 
-    def add_job(self, job_id: str, dataset_id: str, preset: str, config: dict[str, Any], job_dir: str, *,
-                resumed_from: str = "", retry_of: str = "") -> None:
+    def add_job(
+        self,
+        job_id: str,
+        dataset_id: str,
+        preset: str,
+        config: dict[str, Any],
+        job_dir: str,
+        *,
+        resumed_from: str = "",
+        retry_of: str = "",
+    ) -> None:
         """Raises DatasetGone when the dataset no longer exists: checked in the insert's own transaction, so a
         dataset deleted at the same moment can never leave a queued job that points at nothing."""
         with self._tx() as c:
             cur = c.execute(
                 "INSERT INTO jobs (id, created, dataset_id, preset, config, job_dir, status, resumed_from, retry_of) "
                 "SELECT ?,?,?,?,?,?,?,?,? WHERE EXISTS (SELECT 1 FROM datasets WHERE id=?)",
-                (job_id, time.time(), dataset_id, preset, json.dumps(config), job_dir, JobStatus.QUEUED.value,
-                 resumed_from, retry_of, dataset_id),
+                (
+                    job_id,
+                    time.time(),
+                    dataset_id,
+                    preset,
+                    json.dumps(config),
+                    job_dir,
+                    JobStatus.QUEUED.value,
+                    resumed_from,
+                    retry_of,
+                    dataset_id,
+                ),
             )
             if cur.rowcount == 0:
                 raise DatasetGone(dataset_id)
@@ -268,7 +298,8 @@ class Store:
             if statuses:
                 marks = ",".join("?" * len(statuses))
                 rows = c.execute(
-                    f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY seq DESC", [s.value for s in statuses]
+                    f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY seq DESC",
+                    [s.value for s in statuses],
                 ).fetchall()
             else:
                 rows = c.execute("SELECT * FROM jobs ORDER BY seq DESC").fetchall()
@@ -328,7 +359,8 @@ class Store:
     def set_progress(self, job_id: str, step: int, total_steps: int, eta_s: float | None) -> None:
         with self._tx() as c:
             c.execute(
-                "INSERT OR REPLACE INTO progress VALUES (?,?,?,?,?)", (job_id, step, total_steps, eta_s, time.time())
+                "INSERT OR REPLACE INTO progress VALUES (?,?,?,?,?)",
+                (job_id, step, total_steps, eta_s, time.time()),
             )
 
     def get_progress(self, job_id: str) -> Progress | None:
@@ -343,17 +375,28 @@ class Store:
             with self._tx() as c:
                 c.executemany("INSERT INTO metrics VALUES (?,?,?,?,?)", rows)
 
-    def record_step(self, job_id: str, step: int, total_steps: int | None, eta_s: float | None,
-                    values: dict[str, float], at: float | None = None) -> None:
+    def record_step(
+        self,
+        job_id: str,
+        step: int,
+        total_steps: int | None,
+        eta_s: float | None,
+        values: dict[str, float],
+        at: float | None = None,
+    ) -> None:
         """The step's metrics, and its progress unless total_steps is None, in one transaction (the worker's metrics
         writer calls this once a logged step; ``at``: when the step ended, if it is written later)."""
         now = time.time() if at is None else at
         with self._tx() as c:
             if total_steps is not None:
-                c.execute("INSERT OR REPLACE INTO progress VALUES (?,?,?,?,?)",
-                          (job_id, step, total_steps, eta_s, now))
-            c.executemany("INSERT INTO metrics VALUES (?,?,?,?,?)",
-                          [(job_id, step, k, float(v), now) for k, v in values.items()])
+                c.execute(
+                    "INSERT OR REPLACE INTO progress VALUES (?,?,?,?,?)",
+                    (job_id, step, total_steps, eta_s, now),
+                )
+            c.executemany(
+                "INSERT INTO metrics VALUES (?,?,?,?,?)",
+                [(job_id, step, k, float(v), now) for k, v in values.items()],
+            )
 
     def last_metrics(self, job_id: str, names: tuple[str, ...]) -> dict[str, float]:
         """The latest value of each of these metrics (those the job has), in one query."""
@@ -370,7 +413,8 @@ class Store:
         with self._tx() as c:
             cur = c.execute(
                 "INSERT INTO metrics SELECT ?, step, name, value, time FROM metrics WHERE job_id=? AND step<=? "
-                "ORDER BY step, rowid", (to_job, from_job, up_to_step),
+                "ORDER BY step, rowid",
+                (to_job, from_job, up_to_step),
             )
             return cur.rowcount
 
@@ -383,7 +427,9 @@ class Store:
                     (job_id, name),
                 )
             else:
-                q = c.execute("SELECT step, name, value FROM metrics WHERE job_id=? ORDER BY step, rowid", (job_id,))
+                q = c.execute(
+                    "SELECT step, name, value FROM metrics WHERE job_id=? ORDER BY step, rowid", (job_id,)
+                )
             return [(r["step"], r["name"], r["value"]) for r in q.fetchall()]
 
 
@@ -398,8 +444,10 @@ class VoteStore:
         if winner not in (left, right, "tie"):
             raise ValueError(f"winner must be {left!r}, {right!r} or 'tie', got {winner!r}")
         with self.store._tx() as c:
-            c.execute("INSERT INTO votes (time, prompt, left, right, winner) VALUES (?,?,?,?,?)",
-                      (time.time(), prompt, left, right, winner))
+            c.execute(
+                "INSERT INTO votes (time, prompt, left, right, winner) VALUES (?,?,?,?,?)",
+                (time.time(), prompt, left, right, winner),
+            )
 
     def tally(self) -> dict[str, dict[str, int]]:
         """Per contestant: wins, losses, ties and games."""

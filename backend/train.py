@@ -556,7 +556,6 @@ class Recipe:
             extra=extra,
         )
 
-
     # -- score ----------------------------------------------------------------------------------------------
 
     def score(self, result: RunResult) -> None:
@@ -576,8 +575,11 @@ class Recipe:
         if self.spec.shape == "text":
             return  # raw text has no prompts and reference answers; its eval loss is on the charts
         if self.world_size > 1:
-            log.info("not scored here: the model is spread over %d processes; run `tunedeck eval %s`",
-                     self.world_size, self.spec.job_id)
+            log.info(
+                "not scored here: the model is spread over %d processes; run `tunedeck eval %s`",
+                self.world_size,
+                self.spec.job_id,
+            )
             return
         job = self.store.get_job(self.spec.job_id)
         if job is None:
@@ -592,8 +594,9 @@ class Recipe:
 
         log.info("scoring the run against its base model on up to %d held-out examples", n)
         try:
-            res = evaluate.score(self.store, job, result.adapter_dir, TrainedModel(), limit=n,
-                                 should_stop=self.stop.is_set)
+            res = evaluate.score(
+                self.store, job, result.adapter_dir, TrainedModel(), limit=n, should_stop=self.stop.is_set
+            )
         except evaluate.Stopped:
             log.info("scoring skipped: the job was cancelled")
             return
@@ -601,8 +604,12 @@ class Recipe:
             log.warning("could not score the run: %s", explain(exc))
             result.extra["score_error"] = explain(exc)
             return
-        result.extra["scores"] = {"n_examples": res.n_examples, "base": res.base, "tuned": res.tuned,
-                                  "seconds": res.seconds}
+        result.extra["scores"] = {
+            "n_examples": res.n_examples,
+            "base": res.base,
+            "tuned": res.tuned,
+            "seconds": res.seconds,
+        }
         log.info("scored in %.1f s:\n%s", res.seconds, res.summary())
 
 

@@ -50,7 +50,9 @@ def job_view(store: Store, job: JobRecord, positions: dict[str, int] | None = No
         "pid": job.pid if job.status is JobStatus.RUNNING else None,
         "step": progress.step if progress else 0,
         "total_steps": progress.total_steps if progress else None,
-        "eta_s": round(progress.eta_s, 1) if progress and progress.eta_s is not None and job.status is JobStatus.RUNNING else None,
+        "eta_s": round(progress.eta_s, 1)
+        if progress and progress.eta_s is not None and job.status is JobStatus.RUNNING
+        else None,
         "last_loss": losses[-1][2] if losses else None,
         "first_loss": losses[0][2] if losses else None,
         "cancel_requested": job.cancel_requested,
@@ -68,7 +70,9 @@ def _training_view(store: Store, job: JobRecord) -> dict[str, Any]:
 
     result = job.result or {}
     extra = result.get("extra") or {}
-    resumable = job.status in (JobStatus.CANCELLED, JobStatus.FAILED) and last_checkpoint(job.job_dir) is not None
+    resumable = (
+        job.status in (JobStatus.CANCELLED, JobStatus.FAILED) and last_checkpoint(job.job_dir) is not None
+    )
 
     last = store.last_metrics(job.id, ("tokens_per_s", "eval_loss", "peak_gpu_gb"))
     return {
@@ -104,9 +108,13 @@ def status_line(v: dict[str, Any]) -> str:
         if not total:
             return "running: loading the model and data"
         if v.get("step") == total:
-            return f"running: step {total}/{total}, training done; saving, then scoring it on held-out examples"
+            return (
+                f"running: step {total}/{total}, training done; saving, then scoring it on held-out examples"
+            )
         eta = v.get("eta_s")
-        return f"running: step {v['step']}/{total}" + (f", about {format_duration(eta)} left" if eta is not None else "")
+        return f"running: step {v['step']}/{total}" + (
+            f", about {format_duration(eta)} left" if eta is not None else ""
+        )
     if s == "succeeded":
         loss = v.get("last_loss")
         return "succeeded" + (f": final loss {loss:.4f}" if loss is not None else "")

@@ -36,10 +36,18 @@ def build_model(folder: Path, tiny: Path, hidden: int, layers: int) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
     tok = AutoTokenizer.from_pretrained(tiny)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 8 // 3 // 8 * 8,
-                      num_hidden_layers=layers, num_attention_heads=max(1, hidden // 64),
-                      num_key_value_heads=max(1, hidden // 64), bos_token_id=tok.bos_token_id,
-                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=hidden * 8 // 3 // 8 * 8,
+        num_hidden_layers=layers,
+        num_attention_heads=max(1, hidden // 64),
+        num_key_value_heads=max(1, hidden // 64),
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
     # Never end early: make EOS impossible so both sides generate exactly the same number of tokens.
@@ -58,8 +66,16 @@ def raw_once(model, tok, n: int) -> tuple[float, float, int]:
 
     def run():
         with torch.inference_mode():
-            out.append(model.generate(**enc, max_new_tokens=n, min_new_tokens=n, do_sample=False, streamer=streamer,
-                                      pad_token_id=tok.pad_token_id))
+            out.append(
+                model.generate(
+                    **enc,
+                    max_new_tokens=n,
+                    min_new_tokens=n,
+                    do_sample=False,
+                    streamer=streamer,
+                    pad_token_id=tok.pad_token_id,
+                )
+            )
 
     t0 = time.perf_counter()
     th = threading.Thread(target=run)
@@ -146,7 +162,9 @@ def main() -> int:
     report = "\n".join(lines)
     print(report)
     if not args.no_write:
-        write_section("Generation overhead", report, " ".join(["python bench/bench_generate.py", *sys.argv[1:]]))
+        write_section(
+            "Generation overhead", report, " ".join(["python bench/bench_generate.py", *sys.argv[1:]])
+        )
     return 0
 
 
@@ -154,13 +172,15 @@ def write_section(title: str, body: str, command: str) -> None:
     """Replace (or add) one '## title' section of bench/RESULTS.md, keeping the others."""
     path = Path(__file__).resolve().parent / "RESULTS.md"
     text = path.read_text() if path.exists() else "# Benchmark results\n"
-    machine = (f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}, "
-               f"no GPU. Measured {time.strftime('%Y-%m-%d')}. Command: `{command}`.")
+    machine = (
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}, "
+        f"no GPU. Measured {time.strftime('%Y-%m-%d')}. Command: `{command}`."
+    )
     section = f"## {title}\n\n{machine}\n\n{body}\n"
     start = text.find(f"## {title}\n")
     if start >= 0:
         end = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
+        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text)

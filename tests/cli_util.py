@@ -13,13 +13,25 @@ from tests.conftest import link_tiny_model
 
 
 def offline_env(home: Path, **extra: str) -> dict[str, str]:
-    return {**os.environ, "TUNEDECK_HOME": str(home), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-            "GRADIO_ANALYTICS_ENABLED": "False", **extra}
+    return {
+        **os.environ,
+        "TUNEDECK_HOME": str(home),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        **extra,
+    }
 
 
 def tunedeck(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "backend", *args], cwd=PROJECT_ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "backend", *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def tunedeck_json(env: dict[str, str], *args: str, timeout: float = 300) -> dict | list:
@@ -37,7 +49,16 @@ def home_with_sample(root: Path, tiny_model_build: Path) -> dict[str, str]:
 
 
 def train_sample(env: dict[str, str], steps: int = 30) -> dict:
-    res = tunedeck(env, "train", "capitals", "--preset", "tiny-offline", "--set", f"max_steps={steps}", "--wait",
-                   "--json")
+    res = tunedeck(
+        env,
+        "train",
+        "capitals",
+        "--preset",
+        "tiny-offline",
+        "--set",
+        f"max_steps={steps}",
+        "--wait",
+        "--json",
+    )
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout)

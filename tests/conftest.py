@@ -81,5 +81,8 @@ def add_dataset_record(store: Store, ds_id: str = "ds-1") -> None:
     from backend.store import DatasetRecord
 
     if store.get_dataset(ds_id) is None:
-        store.add_dataset(DatasetRecord(ds_id, f"data-{ds_id}", time.time(), "data.csv",
-                                        f"/data/{ds_id}/data.parquet", 1, {}))
+        store.add_dataset(
+            DatasetRecord(
+                ds_id, f"data-{ds_id}", time.time(), "data.csv", f"/data/{ds_id}/data.parquet", 1, {}
+            )
+        )

@@ -106,7 +106,9 @@ def test_upload_train_watch_and_chat(browser_page, served: ServedApp) -> None:
     page.get_by_label("Runs (up to 4, same base model)").click()
     page.get_by_role("option", name=re.compile(r"^run-")).first.click()
     page.keyboard.press("Escape")
-    page.get_by_placeholder("Type a prompt, or pick one from the validation set").fill("What is the capital of France?")
+    page.get_by_placeholder("Type a prompt, or pick one from the validation set").fill(
+        "What is the capital of France?"
+    )
     page.get_by_role("button", name="Answer side by side").click()
     expect(page.get_by_text("one copy of")).to_be_visible(timeout=60_000)
     # Column 0 is the base alone, column 1 the run: the run answers in the pattern it learned, the base does not.

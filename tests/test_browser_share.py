@@ -14,8 +14,11 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 SHOTS = ROOT / "test-artifacts" / "screenshots"
 
 
-def test_a_published_demo_asks_for_the_password_then_chats(browser_page, tmp_path: Path,  # noqa: F811
-                                                           tiny_model_build: Path) -> None:
+def test_a_published_demo_asks_for_the_password_then_chats(
+    browser_page,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+    tiny_model_build: Path,
+) -> None:
     from playwright.sync_api import expect
 
     env = home_with_sample(tmp_path / "home", tiny_model_build)
@@ -40,7 +43,9 @@ def test_a_published_demo_asks_for_the_password_then_chats(browser_page, tmp_pat
         box.press("Enter")
         reply = page.locator(".bot, [data-testid='bot']").last
         expect(reply).to_contain_text("The capital of", timeout=60_000)
-        expect(page.get_by_role("textbox").first).to_be_editable(timeout=60_000)  # the reply has finished streaming
+        expect(page.get_by_role("textbox").first).to_be_editable(
+            timeout=60_000
+        )  # the reply has finished streaming
         page.screenshot(path=str(SHOTS / "6-demo-chat.png"), full_page=True)
     finally:
         tunedeck(env, "demo", "stop", job["id"])

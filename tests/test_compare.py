@@ -26,7 +26,9 @@ def test_rouge_l_bleu_chrf_and_exact_match_on_a_fixed_example() -> None:
     assert s["rougeL"] == pytest.approx(5 / 6)
     # BLEU: n-gram precisions 5/6, 3/5, 1/4 and (no 4-gram match, sacrebleu's exp smoothing) 1/(2*3);
     # equal lengths so no brevity penalty: 100 * geometric mean.
-    expected_bleu = 100 * math.exp((math.log(5 / 6) + math.log(3 / 5) + math.log(1 / 4) + math.log(1 / 6)) / 4)
+    expected_bleu = 100 * math.exp(
+        (math.log(5 / 6) + math.log(3 / 5) + math.log(1 / 4) + math.log(1 / 6)) / 4
+    )
     assert s["bleu"] == pytest.approx(expected_bleu, abs=1e-6)
     assert s["exact_match"] == 0.0
     same = evaluate.score_pair("  The capital is   Paris. ", "the capital is paris.")
@@ -46,9 +48,9 @@ def test_corpus_scores_average_rouge_and_count_exact_matches() -> None:
 
 def test_csv_cells_that_look_like_formulas_stay_text(tmp_path: Path) -> None:
     path = tmp_path / "t.csv"
-    evaluate.write_csv([{"prompt": "=HYPERLINK(\"x\")", "answer": "+1", "ok": "plain", "n": -3}], path)
+    evaluate.write_csv([{"prompt": '=HYPERLINK("x")', "answer": "+1", "ok": "plain", "n": -3}], path)
     row = next(csv.DictReader(path.open()))
-    assert row == {"prompt": "'=HYPERLINK(\"x\")", "answer": "'+1", "ok": "plain", "n": "-3"}
+    assert row == {"prompt": '\'=HYPERLINK("x")', "answer": "'+1", "ok": "plain", "n": "-3"}
 
 
 def test_blind_votes_tally_into_win_rates(store: Store) -> None:
@@ -73,8 +75,12 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory, tiny_model_build: Path) -
     env = home_with_sample(root, tiny_model_build)
     first = train_sample(env, steps=30)
     second = train_sample(env, steps=8)  # a weaker run: its answers differ from the first's
-    return {"root": root, "env": env, "runs": [first["id"], second["id"]],
-            "adapters": [first["adapter_dir"], second["adapter_dir"]]}
+    return {
+        "root": root,
+        "env": env,
+        "runs": [first["id"], second["id"]],
+        "adapters": [first["adapter_dir"], second["adapter_dir"]],
+    }
 
 
 @pytest.mark.slow
@@ -84,7 +90,9 @@ def test_switching_adapters_on_one_base_answers_like_separately_loaded_models(tw
     paths = Paths.from_env(two_runs["root"])
     msgs = [{"role": "user", "content": QUESTION}]
     d = Decoding(max_new_tokens=20)
-    separate = [generate(load("tiny-offline", a, paths), msgs, decoding=d) for a in [None, *two_runs["adapters"]]]
+    separate = [
+        generate(load("tiny-offline", a, paths), msgs, decoding=d) for a in [None, *two_runs["adapters"]]
+    ]
     assert len(set(separate)) == 3  # base and both runs really differ, so the check below means something
     pool = ModelPool(paths)
     order = [None, two_runs["adapters"][0], None, two_runs["adapters"][1], two_runs["adapters"][0]]
@@ -98,11 +106,20 @@ def test_switching_adapters_on_one_base_answers_like_separately_loaded_models(tw
 
 @pytest.mark.slow
 def test_compare_from_the_cli_matches_generate(two_runs: dict) -> None:
-    out = tunedeck_json(two_runs["env"], "compare", *two_runs["runs"], "--base", "--prompt", QUESTION,
-                        "--max-new-tokens", "24")
+    out = tunedeck_json(
+        two_runs["env"],
+        "compare",
+        *two_runs["runs"],
+        "--base",
+        "--prompt",
+        QUESTION,
+        "--max-new-tokens",
+        "24",
+    )
     assert [a["who"] for a in out["answers"]] == ["base: tiny-offline", *two_runs["runs"]]
-    alone = tunedeck_json(two_runs["env"], "generate", two_runs["runs"][0], "--prompt", QUESTION,
-                          "--max-new-tokens", "24")
+    alone = tunedeck_json(
+        two_runs["env"], "generate", two_runs["runs"][0], "--prompt", QUESTION, "--max-new-tokens", "24"
+    )
     assert out["answers"][1]["answer"] == alone["reply"]
 
 
@@ -118,7 +135,9 @@ def test_eval_scores_the_run_and_its_base_and_keeps_them_with_the_run(two_runs: 
     saved = evaluate.load_result(job_dir)
     assert saved["tuned"] == out["tuned"]
     rows = list(csv.DictReader((job_dir / "eval_examples.csv").open()))
-    assert len(rows) == 12 and {"prompt", "reference", "base_answer", "tuned_answer", "tuned_rougeL"} <= set(rows[0])
+    assert len(rows) == 12 and {"prompt", "reference", "base_answer", "tuned_answer", "tuned_rougeL"} <= set(
+        rows[0]
+    )
     text = tunedeck(two_runs["env"], "eval", "run-does-not-exist")
     assert text.returncode == 2 and "no job" in text.stderr.lower()
 
@@ -133,7 +152,11 @@ def test_config_diff_shows_only_what_differs(store: Store, paths: Paths) -> None
     ctx = AppContext(paths=paths, store=store, manager=None, models=None)  # type: ignore[arg-type]
     diff = config_diff(["run-a", "run-b"], True, ctx)
     assert list(diff["setting"]) == ["learning_rate"]
-    assert set(config_diff(["run-a", "run-b"], False, ctx)["setting"]) >= {"learning_rate", "lora_r", "dataset"}
+    assert set(config_diff(["run-a", "run-b"], False, ctx)["setting"]) >= {
+        "learning_rate",
+        "lora_r",
+        "dataset",
+    }
 
 
 def test_a_request_waits_only_for_a_training_job_that_holds_the_memory_it_needs() -> None:

@@ -72,9 +72,13 @@ def test_utf8_with_one_stray_byte_is_refused_not_garbled(store, paths, csv_file)
 
 
 def test_a_trailing_comma_on_every_line_is_harmless(store, paths, csv_file):
-    record, _ = import_dataset(store, paths, csv_file("question,answer,\nWhat is 1+1?,Two.,\nWhat is 2+2?,Four.,\n"))
+    record, _ = import_dataset(
+        store, paths, csv_file("question,answer,\nWhat is 1+1?,Two.,\nWhat is 2+2?,Four.,\n")
+    )
     assert load_examples(record)["response"].tolist() == ["Two.", "Four."]
-    record, _ = import_dataset(store, paths, csv_file("question,answer\nQ one?,A one.,\nQ two?,A two.,\n", "b.csv"))
+    record, _ = import_dataset(
+        store, paths, csv_file("question,answer\nQ one?,A one.,\nQ two?,A two.,\n", "b.csv")
+    )
     assert load_examples(record)["prompt"].tolist() == ["Q one?", "Q two?"]
 
 
@@ -87,7 +91,9 @@ def test_values_in_a_column_with_no_header_are_named(store, paths, csv_file):
 def test_headers_that_differ_only_in_spaces_stay_two_columns(store, paths, csv_file):
     preview = inspect_file(csv_file("prompt,prompt ,response\nHi,Hey,Hello.\nBye,Ciao,Goodbye.\n"))
     assert preview.columns == ["prompt", "prompt.1", "response"]
-    record, _ = import_dataset(store, paths, csv_file("prompt,prompt ,response\nHi,Hey,Hello.\nBye,Ciao,Bye.\n", "d.csv"))
+    record, _ = import_dataset(
+        store, paths, csv_file("prompt,prompt ,response\nHi,Hey,Hello.\nBye,Ciao,Bye.\n", "d.csv")
+    )
     assert load_examples(record)["prompt"].tolist() == ["Hi", "Bye"]
 
 

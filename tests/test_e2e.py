@@ -102,7 +102,9 @@ def test_a_finished_run_is_scored_against_its_base_model(home: dict, trained: di
     assert trained["result"]["extra"]["scores"]["tuned"]["rougeL"] == tuned["rougeL"]
     with open(job_dir / "eval_examples.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 16 and {"prompt", "reference", "base_answer", "tuned_answer", "tuned_rougeL"} <= set(rows[0])
+    assert len(rows) == 16 and {"prompt", "reference", "base_answer", "tuned_answer", "tuned_rougeL"} <= set(
+        rows[0]
+    )
     # The same run scored again on demand, through a fresh load of base + adapter, gives the same numbers.
     again = tunedeck_json(home["env"], "eval", trained["id"], "--limit", "16")
     assert again["tuned"]["rougeL"] == pytest.approx(tuned["rougeL"])

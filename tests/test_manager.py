@@ -586,7 +586,9 @@ def test_resume_can_change_settings_such_as_the_number_of_steps(make_manager, st
     with pytest.raises(ResumeError, match=r"lora_r, optimizer cannot change when a run resumes.*Fix: resume"):
         manager.resume(crashed.id, {"lora_r": 32, "optimizer": "adamw_torch", "max_steps": 60})
     assert len(store.list_jobs()) == jobs_before
-    assert manager.resume(crashed.id, {"lora_r": CONFIG.lora_r}).config["lora_r"] == CONFIG.lora_r  # unchanged
+    assert (
+        manager.resume(crashed.id, {"lora_r": CONFIG.lora_r}).config["lora_r"] == CONFIG.lora_r
+    )  # unchanged
 
 
 def test_resume_refuses_what_cannot_be_resumed(make_manager, store, dataset):

@@ -16,7 +16,7 @@ import pytest
 from backend.config import RunConfig
 from tests.cli_util import home_with_sample, tunedeck, tunedeck_json
 
-CUSTOM_CODE = '''
+CUSTOM_CODE = """
 import os
 from pathlib import Path
 
@@ -31,7 +31,7 @@ class CustomConfig(LlamaConfig):
 
 class CustomForCausalLM(LlamaForCausalLM):
     config_class = CustomConfig
-'''
+"""
 
 
 @pytest.fixture
@@ -42,7 +42,10 @@ def custom_model(tmp_path: Path, tiny_model_build: Path) -> Path:
     config.update(
         model_type="tunedeck_custom",
         architectures=["CustomForCausalLM"],
-        auto_map={"AutoConfig": "custom_code.CustomConfig", "AutoModelForCausalLM": "custom_code.CustomForCausalLM"},
+        auto_map={
+            "AutoConfig": "custom_code.CustomConfig",
+            "AutoModelForCausalLM": "custom_code.CustomForCausalLM",
+        },
     )
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "custom_code.py").write_text(CUSTOM_CODE)
@@ -55,13 +58,26 @@ def test_remote_code_is_off_unless_asked_for():
 
 
 @pytest.mark.slow
-def test_a_model_with_its_own_code_runs_it_only_after_the_person_allows_it(tmp_path: Path, tiny_model_build,
-                                                                           custom_model: Path):
+def test_a_model_with_its_own_code_runs_it_only_after_the_person_allows_it(
+    tmp_path: Path, tiny_model_build, custom_model: Path
+):
     mark = tmp_path / "mark.txt"
     env = home_with_sample(tmp_path / "home2", tiny_model_build)
     env.update(TUNEDECK_TEST_MARK=str(mark), HF_MODULES_CACHE=str(tmp_path / "hf-modules"))
-    common = ["train", "capitals", "--preset", "tiny-offline", "--set", f"base_model={custom_model}",
-              "--set", "max_steps=2", "--set", "score_examples=0", "--wait", "--json"]
+    common = [
+        "train",
+        "capitals",
+        "--preset",
+        "tiny-offline",
+        "--set",
+        f"base_model={custom_model}",
+        "--set",
+        "max_steps=2",
+        "--set",
+        "score_examples=0",
+        "--wait",
+        "--json",
+    ]
 
     refused = tunedeck(env, *common)
     assert refused.returncode != 0
@@ -79,5 +95,7 @@ def test_a_model_with_its_own_code_runs_it_only_after_the_person_allows_it(tmp_p
     assert run["status"] == "succeeded" and mark.read_text() == "the model's own code ran"
     # Once allowed for a run on this model, chatting with the run, or with its base alone, loads it the same way.
     reply = tunedeck_json(env, "generate", run["id"], "--prompt", "Hi", "--max-new-tokens", "4")
-    base = tunedeck_json(env, "generate", "--base", str(custom_model), "--prompt", "Hi", "--max-new-tokens", "4")
+    base = tunedeck_json(
+        env, "generate", "--base", str(custom_model), "--prompt", "Hi", "--max-new-tokens", "4"
+    )
     assert isinstance(reply["reply"], str) and isinstance(base["reply"], str)

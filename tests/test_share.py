@@ -32,11 +32,15 @@ def run(tmp_path_factory: pytest.TempPathFactory, tiny_model_build: Path) -> dic
 def _greedy(model, tok) -> str:
     import torch
 
-    enc = tok.apply_chat_template([{"role": "user", "content": QUESTION}], add_generation_prompt=True,
-                                  return_tensors="pt", return_dict=True)
+    enc = tok.apply_chat_template(
+        [{"role": "user", "content": QUESTION}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     with torch.inference_mode():
         out = model.generate(**enc, max_new_tokens=24, do_sample=False, pad_token_id=tok.pad_token_id)
-    return tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    return tok.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
 def test_adapter_zip_loads_with_plain_peft_and_answers_the_same(run: dict, tmp_path: Path) -> None:
@@ -75,7 +79,9 @@ def test_space_bundle_has_an_app_requirements_and_the_adapter(run: dict, tmp_pat
     assert "peft==" in (folder / "requirements.txt").read_text()
     compile((folder / "app.py").read_text(), "app.py", "exec")  # valid Python
     assert "sdk: gradio" in (folder / "README.md").read_text()
-    assert "cannot load it" in (folder / "README.md").read_text()  # tiny-offline is not on the Hub: said plainly
+    assert (
+        "cannot load it" in (folder / "README.md").read_text()
+    )  # tiny-offline is not on the Hub: said plainly
 
 
 def test_a_push_never_writes_the_token_anywhere(run: dict) -> None:
@@ -86,8 +92,13 @@ def test_a_push_never_writes_the_token_anywhere(run: dict) -> None:
     for path in Path(run["root"]).rglob("*"):
         if path.is_file() and not path.is_symlink():
             assert token.encode() not in path.read_bytes(), f"the token was written to {path}"
-    missing = tunedeck({k: v for k, v in run["env"].items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")},
-                       "push", run["job"]["id"], "--repo", "someone/capitals")
+    missing = tunedeck(
+        {k: v for k, v in run["env"].items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")},
+        "push",
+        run["job"]["id"],
+        "--repo",
+        "someone/capitals",
+    )
     assert "No Hugging Face token" in missing.stderr
 
 
@@ -117,7 +128,9 @@ def test_a_published_demo_needs_its_password_and_chats(run: dict) -> None:
 
 
 def test_a_share_link_that_cannot_be_made_is_reported_and_the_local_url_works(run: dict) -> None:
-    info = tunedeck_json(run["env"], "demo", "start", run["job"]["id"], "--share", "--password", "correct-horse")
+    info = tunedeck_json(
+        run["env"], "demo", "start", run["job"]["id"], "--share", "--password", "correct-horse"
+    )
     try:
         assert info["share_url"] is None
         assert "Could not create a public share link" in info["share_message"]
@@ -143,8 +156,14 @@ def test_the_app_with_a_password_refuses_anonymous_clients(tmp_path: Path) -> No
 
     port = free_port()
     env = offline_env(tmp_path / "h", TUNEDECK_PASSWORD="s3cret-pass", TUNEDECK_USERNAME="alice")
-    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=PROJECT_ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "app.py", "--port", str(port)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90

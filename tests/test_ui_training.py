@@ -128,7 +128,11 @@ def test_loss_charts_colour_their_lines_by_name_even_before_the_first_point(ctx)
     }
     for what, frame in frames.items():
         types = gr.LinePlot(x="step", y="loss", color="series").postprocess(frame).datatypes
-        assert (types["step"], types["loss"], types["series"]) == ("quantitative", "quantitative", "nominal"), what
+        assert (types["step"], types["loss"], types["series"]) == (
+            "quantitative",
+            "quantitative",
+            "nominal",
+        ), what
     one = frames["runs, one point"]
     assert list(one.dropna().itertuples(index=False, name=None)) == [(1, 2.5, "training")]
     # Every line the chart may ever draw is named from the first frame (with no value until it has points), so

@@ -40,25 +40,59 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         data_tab.wire(data, train["dataset"], ctx)
         # A queued job: show the Runs tab with that job selected.
         train["train_event"].then(
-            lambda job_id: (gr.Tabs(selected="runs"), gr.update(choices=runs_tab.job_choices(ctx), value=job_id))
-            if job_id else (gr.Tabs(), gr.update()),
-            train["job_id"], [tabs, runs["job"]], api_visibility="private",
+            lambda job_id: (
+                (gr.Tabs(selected="runs"), gr.update(choices=runs_tab.job_choices(ctx), value=job_id))
+                if job_id
+                else (gr.Tabs(), gr.update())
+            ),
+            train["job_id"],
+            [tabs, runs["job"]],
+            api_visibility="private",
         )
-        chat_t.select(lambda: gr.update(choices=chat_tab.chat_targets(ctx)), None, chat["target"],
-                      api_visibility="private")
+        chat_t.select(
+            lambda: gr.update(choices=chat_tab.chat_targets(ctx)),
+            None,
+            chat["target"],
+            api_visibility="private",
+        )
         compare_t.select(
-            lambda: (*(gr.update(choices=compare_tab.finished_runs(ctx)) for _ in range(2)),
-                     *(gr.update(choices=[compare_tab.BASE] + compare_tab.finished_runs(ctx)) for _ in range(2)),
-                     gr.update(choices=compare_tab.all_runs(ctx)), compare_tab.win_rates(ctx),
-                     compare_tab.win_rates(ctx)),
-            None, [compare["runs"], compare["eval_run"], compare["left"], compare["right"], compare["pick"],
-                   compare["rates"], compare["rates_plot"]], api_visibility="private")
-        share_t.select(lambda: (gr.update(choices=share_tab.shareable_runs(ctx)), share_tab.demos_table(ctx)), None,
-                       [share["run"], share["demos"]], api_visibility="private")
+            lambda: (
+                *(gr.update(choices=compare_tab.finished_runs(ctx)) for _ in range(2)),
+                *(gr.update(choices=[compare_tab.BASE] + compare_tab.finished_runs(ctx)) for _ in range(2)),
+                gr.update(choices=compare_tab.all_runs(ctx)),
+                compare_tab.win_rates(ctx),
+                compare_tab.win_rates(ctx),
+            ),
+            None,
+            [
+                compare["runs"],
+                compare["eval_run"],
+                compare["left"],
+                compare["right"],
+                compare["pick"],
+                compare["rates"],
+                compare["rates_plot"],
+            ],
+            api_visibility="private",
+        )
+        share_t.select(
+            lambda: (gr.update(choices=share_tab.shareable_runs(ctx)), share_tab.demos_table(ctx)),
+            None,
+            [share["run"], share["demos"]],
+            api_visibility="private",
+        )
         # Fill the Train tab from the default preset when the page loads.
-        app.load(train_tab.preset_values, train["preset"], [train["about"], *train["widgets"]],
-                 api_visibility="private")
-        app.load(lambda: (gr.update(choices=data_tab.dataset_choices(ctx)), data_tab.datasets_table(ctx)), None,
-                 [train["dataset"], data["table"]], api_visibility="private")
+        app.load(
+            train_tab.preset_values,
+            train["preset"],
+            [train["about"], *train["widgets"]],
+            api_visibility="private",
+        )
+        app.load(
+            lambda: (gr.update(choices=data_tab.dataset_choices(ctx)), data_tab.datasets_table(ctx)),
+            None,
+            [train["dataset"], data["table"]],
+            api_visibility="private",
+        )
         app.load(lambda: runs_tab.refresh(None, ctx), None, runs["refresh_outputs"], api_visibility="private")
     return app

@@ -37,7 +37,7 @@ def chat_targets(ctx: AppContext) -> list[tuple[str, str]]:
 def resolve_target(target: str, ctx: AppContext) -> tuple[str, str | None]:
     """(base model, adapter dir or None) for a dropdown value."""
     if target.startswith(BASE_PREFIX):
-        return target[len(BASE_PREFIX):], None
+        return target[len(BASE_PREFIX) :], None
     job = ctx.store.get_job(target)
     if job is None or not (job.result or {}).get("adapter_dir"):
         raise ModelServerError(f"{target} has no adapter yet: pick a finished run.")
@@ -51,9 +51,18 @@ def _text(content: Any) -> str:
     return str(content or "")
 
 
-def chat(message: str, history: list[dict], target: str | None, system: str, temperature: float,
-         max_new_tokens: float, ctx: AppContext, top_p: float = 1.0, repetition_penalty: float = 1.0,
-         stop: str = "") -> Iterator[tuple[list[dict], str]]:
+def chat(
+    message: str,
+    history: list[dict],
+    target: str | None,
+    system: str,
+    temperature: float,
+    max_new_tokens: float,
+    ctx: AppContext,
+    top_p: float = 1.0,
+    repetition_penalty: float = 1.0,
+    stop: str = "",
+) -> Iterator[tuple[list[dict], str]]:
     """Stream the reply into the history. Yields (history, cleared textbox)."""
     history = [{"role": m["role"], "content": _text(m["content"])} for m in (history or [])]
     message, system = message or "", system or ""  # widgets never touched in the browser arrive as None
@@ -65,15 +74,23 @@ def chat(message: str, history: list[dict], target: str | None, system: str, tem
         yield history + [{"role": "assistant", "content": "Pick a run or a base model above first."}], ""
         return
     messages = ([{"role": "system", "content": system}] if system.strip() else []) + [
-        {"role": m["role"], "content": m["content"]} for m in history]
+        {"role": m["role"], "content": m["content"]} for m in history
+    ]
     reply = {"role": "assistant", "content": "…"}
     yield history + [reply], ""
     try:
         base, adapter = resolve_target(target, ctx)
         stops = [x.strip() for x in (stop or "").split(",") if x.strip()]
-        for text in ctx.models.stream(base, adapter, messages, max_new_tokens=int(max_new_tokens or 128),
-                                      temperature=float(temperature or 0.0), top_p=float(top_p or 1.0),
-                                      repetition_penalty=float(repetition_penalty or 1.0), stop=stops):
+        for text in ctx.models.stream(
+            base,
+            adapter,
+            messages,
+            max_new_tokens=int(max_new_tokens or 128),
+            temperature=float(temperature or 0.0),
+            top_p=float(top_p or 1.0),
+            repetition_penalty=float(repetition_penalty or 1.0),
+            stop=stops,
+        ):
             reply["content"] = text
             yield history + [reply], ""
         if reply["content"] == "…":
@@ -83,8 +100,17 @@ def chat(message: str, history: list[dict], target: str | None, system: str, tem
     yield history + [reply], ""
 
 
-def regenerate(history: list[dict], target: str | None, system: str, temperature: float, max_new_tokens: float,
-               ctx: AppContext, top_p: float = 1.0, repetition_penalty: float = 1.0, stop: str = ""):
+def regenerate(
+    history: list[dict],
+    target: str | None,
+    system: str,
+    temperature: float,
+    max_new_tokens: float,
+    ctx: AppContext,
+    top_p: float = 1.0,
+    repetition_penalty: float = 1.0,
+    stop: str = "",
+):
     """Answer the last user message again (useful with temperature > 0)."""
     history = [{"role": m["role"], "content": _text(m["content"])} for m in (history or [])]
     while history and history[-1]["role"] == "assistant":
@@ -93,8 +119,18 @@ def regenerate(history: list[dict], target: str | None, system: str, temperature
         yield [], ""
         return
     last = history.pop()
-    yield from chat(last["content"], history, target, system, temperature, max_new_tokens, ctx, top_p,
-                    repetition_penalty, stop)
+    yield from chat(
+        last["content"],
+        history,
+        target,
+        system,
+        temperature,
+        max_new_tokens,
+        ctx,
+        top_p,
+        repetition_penalty,
+        stop,
+    )
 
 
 def target_note(target: str | None) -> str:
@@ -107,23 +143,53 @@ def target_note(target: str | None) -> str:
 
 def render(ctx: AppContext) -> dict:
     with gr.Row():
-        target = gr.Dropdown(label="Talk to", choices=chat_targets(ctx), interactive=True, scale=3, allow_custom_value=True,
-                             info="A finished run (base model + its adapter), or a base model alone.")
+        target = gr.Dropdown(
+            label="Talk to",
+            choices=chat_targets(ctx),
+            interactive=True,
+            scale=3,
+            allow_custom_value=True,
+            info="A finished run (base model + its adapter), or a base model alone.",
+        )
         refresh = gr.Button("↻ Update list", size="sm", scale=0)
     note = gr.Markdown()
     with gr.Accordion("Settings", open=False):
-        system = gr.Textbox(label="System prompt", placeholder="Optional, e.g. 'You are a concise assistant.'")
+        system = gr.Textbox(
+            label="System prompt", placeholder="Optional, e.g. 'You are a concise assistant.'"
+        )
         with gr.Row():
-            temperature = gr.Slider(0, 2, value=0, step=0.05, label="Temperature",
-                                    info="0 = always the same answer (greedy); higher = more varied.")
-            top_p = gr.Slider(0.05, 1, value=1, step=0.05, label="Top-p",
-                              info="With temperature > 0: sample only from the most likely tokens adding up to p.")
+            temperature = gr.Slider(
+                0,
+                2,
+                value=0,
+                step=0.05,
+                label="Temperature",
+                info="0 = always the same answer (greedy); higher = more varied.",
+            )
+            top_p = gr.Slider(
+                0.05,
+                1,
+                value=1,
+                step=0.05,
+                label="Top-p",
+                info="With temperature > 0: sample only from the most likely tokens adding up to p.",
+            )
         with gr.Row():
             max_new = gr.Slider(8, 1024, value=128, step=8, label="Max new tokens")
-            repetition = gr.Slider(1, 2, value=1, step=0.05, label="Repetition penalty",
-                                   info="Above 1 discourages repeating the same words.")
-            stop = gr.Textbox(value="", label="Stop at", placeholder="e.g. ###, END",
-                              info="Comma-separated texts that end a reply.")
+            repetition = gr.Slider(
+                1,
+                2,
+                value=1,
+                step=0.05,
+                label="Repetition penalty",
+                info="Above 1 discourages repeating the same words.",
+            )
+            stop = gr.Textbox(
+                value="",
+                label="Stop at",
+                placeholder="e.g. ###, END",
+                info="Comma-separated texts that end a reply.",
+            )
     chatbot = gr.Chatbot(label="Conversation", height=380, elem_id="chatbot")
     with gr.Row():
         box = gr.Textbox(placeholder="Type a message and press Enter", show_label=False, scale=5)

@@ -31,8 +31,11 @@ BASE = "base model"
 
 
 def finished_runs(ctx: AppContext) -> list[str]:
-    return [j.id for j in ctx.store.list_jobs((JobStatus.SUCCEEDED, JobStatus.CANCELLED))
-            if (j.result or {}).get("adapter_dir")]
+    return [
+        j.id
+        for j in ctx.store.list_jobs((JobStatus.SUCCEEDED, JobStatus.CANCELLED))
+        if (j.result or {}).get("adapter_dir")
+    ]
 
 
 def all_runs(ctx: AppContext) -> list[str]:
@@ -42,12 +45,16 @@ def all_runs(ctx: AppContext) -> list[str]:
 def _adapters(runs: list[str], ctx: AppContext) -> tuple[str, list[str]]:
     """(the runs' common base model, their adapter dirs). Raises ValueError with a message for the person."""
     jobs = [ctx.store.get_job(r) for r in runs]
-    missing = [r for r, j in zip(runs, jobs, strict=True) if j is None or not (j.result or {}).get("adapter_dir")]
+    missing = [
+        r for r, j in zip(runs, jobs, strict=True) if j is None or not (j.result or {}).get("adapter_dir")
+    ]
     if missing:
         raise ValueError(f"No adapter for {', '.join(missing)}: pick finished runs.")
     bases = sorted({j.config["base_model"] for j in jobs})
     if len(bases) > 1:
-        raise ValueError(f"These runs have different base models ({', '.join(bases)}): compare runs of one base.")
+        raise ValueError(
+            f"These runs have different base models ({', '.join(bases)}): compare runs of one base."
+        )
     return bases[0], [j.result["adapter_dir"] for j in jobs]
 
 
@@ -63,8 +70,15 @@ def validation_prompts(runs: list[str] | None, ctx: AppContext) -> dict:
     return gr.update(choices=[p[-1]["content"] for p, _ in examples], value=None)
 
 
-def side_by_side(runs: list[str] | None, with_base: bool, prompt: str, temperature: float, max_new: float,
-                 seed: float, ctx: AppContext):
+def side_by_side(
+    runs: list[str] | None,
+    with_base: bool,
+    prompt: str,
+    temperature: float,
+    max_new: float,
+    seed: float,
+    ctx: AppContext,
+):
     """Stream the answers of the base (optional) and up to four runs into columns: (status, *column updates)."""
     runs = list(runs or [])[:MAX_COLUMNS]
     blank = [gr.update(value="", visible=False, label="") for _ in range(MAX_COLUMNS + 1)]
@@ -78,11 +92,19 @@ def side_by_side(runs: list[str] | None, with_base: bool, prompt: str, temperatu
         return
     labels = ([f"{BASE}: {base}"] if with_base else []) + runs
     columns: list[str | None] = ([None] if with_base else []) + list(adapters)
-    status = ok_md(f"Same prompt, same decoding (temperature {temperature}, seed {int(seed)}), one copy of **{base}** "
-                   "in memory; adapters switched per answer.")
+    status = ok_md(
+        f"Same prompt, same decoding (temperature {temperature}, seed {int(seed)}), one copy of **{base}** "
+        "in memory; adapters switched per answer."
+    )
     try:
-        for texts in ctx.models.compare(base, columns, [{"role": "user", "content": prompt}],
-                                        max_new_tokens=int(max_new), temperature=float(temperature), seed=int(seed)):
+        for texts in ctx.models.compare(
+            base,
+            columns,
+            [{"role": "user", "content": prompt}],
+            max_new_tokens=int(max_new),
+            temperature=float(temperature),
+            seed=int(seed),
+        ):
             yield status, *_columns(labels, texts)
     except ModelServerError as exc:
         yield error_md(str(exc)), *blank
@@ -96,7 +118,9 @@ def _columns(labels: list[str], texts: list[str]) -> list[dict]:
 # -- blind test ----------------------------------------------------------------------------------------------------
 
 
-def blind_pair(left: str | None, right: str | None, prompt: str, ctx: AppContext, rng_seed: int | None = None):
+def blind_pair(
+    left: str | None, right: str | None, prompt: str, ctx: AppContext, rng_seed: int | None = None
+):
     """Two answers with hidden labels. Returns (message, answer A, answer B, hidden order as JSON)."""
     if not left or not right or left == right or not (prompt or "").strip():
         return error_md("Pick two different contestants and type a prompt."), "", "", ""
@@ -111,7 +135,9 @@ def blind_pair(left: str | None, right: str | None, prompt: str, ctx: AppContext
     columns = [by_name.get(w) for w in who]
     texts = ["", ""]
     try:
-        for latest in ctx.models.compare(base, columns, [{"role": "user", "content": prompt}], max_new_tokens=128):
+        for latest in ctx.models.compare(
+            base, columns, [{"role": "user", "content": prompt}], max_new_tokens=128
+        ):
             texts = latest
     except ModelServerError as exc:
         return error_md(str(exc)), "", "", ""
@@ -130,10 +156,17 @@ def vote(choice: str, hidden: str, ctx: AppContext) -> tuple[str, pd.DataFrame, 
 
 
 def win_rates(ctx: AppContext) -> pd.DataFrame:
-    rows = [{"contestant": k, "win rate": round((v["wins"] + 0.5 * v["ties"]) / v["games"], 3), **v}
-            for k, v in VoteStore(ctx.store).tally().items() if v["games"]]
+    rows = [
+        {"contestant": k, "win rate": round((v["wins"] + 0.5 * v["ties"]) / v["games"], 3), **v}
+        for k, v in VoteStore(ctx.store).tally().items()
+        if v["games"]
+    ]
     cols = ["contestant", "win rate", "wins", "losses", "ties", "games"]
-    return pd.DataFrame(rows, columns=cols).sort_values("win rate", ascending=False) if rows else pd.DataFrame(columns=cols)
+    return (
+        pd.DataFrame(rows, columns=cols).sort_values("win rate", ascending=False)
+        if rows
+        else pd.DataFrame(columns=cols)
+    )
 
 
 # -- scores --------------------------------------------------------------------------------------------------------
@@ -144,12 +177,28 @@ def run_eval(run: str | None, limit: float, ctx: AppContext):
     if not run:
         yield error_md("Pick a finished run."), None, None, None
         return
-    yield ok_md(f"Scoring **{run}** and its base model: both answer every held-out example…"), None, None, None
+    yield (
+        ok_md(f"Scoring **{run}** and its base model: both answer every held-out example…"),
+        None,
+        None,
+        None,
+    )
     env = {**os.environ, "TUNEDECK_HOME": str(ctx.paths.home)}
-    res = subprocess.run([sys.executable, "-m", "backend", "eval", run, "--limit", str(int(limit)), "--json"],
-                         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=3600)
+    res = subprocess.run(
+        [sys.executable, "-m", "backend", "eval", run, "--limit", str(int(limit)), "--json"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     if res.returncode != 0:
-        yield error_md(res.stderr.strip().removeprefix("error: ") or "the evaluation failed"), None, None, None
+        yield (
+            error_md(res.stderr.strip().removeprefix("error: ") or "the evaluation failed"),
+            None,
+            None,
+            None,
+        )
         return
     yield show_eval(run, ctx)
 
@@ -159,15 +208,26 @@ def show_eval(run: str | None, ctx: AppContext):
     data = evaluate.load_result(job.job_dir) if job else None
     if not data:
         return ("Not scored yet: press *Score*.", None, None, None)
+
     def shown(v: Any) -> Any:
         return float(f"{v:.4g}") if isinstance(v, float) and math.isfinite(v) else v
 
-    table = pd.DataFrame([{"metric": evaluate.LABELS[m], "base": shown(data["base"].get(m)),
-                           "fine-tuned": shown(data["tuned"].get(m))} for m in evaluate.METRICS])
+    table = pd.DataFrame(
+        [
+            {
+                "metric": evaluate.LABELS[m],
+                "base": shown(data["base"].get(m)),
+                "fine-tuned": shown(data["tuned"].get(m)),
+            }
+            for m in evaluate.METRICS
+        ]
+    )
     csv_path = Path(job.job_dir) / "eval_examples.csv"
     examples = pd.read_csv(csv_path) if csv_path.is_file() else None
-    msg = ok_md(f"**{run}** on {data['n_examples']} examples from {data['source']} ({data['seconds']} s). "
-                "↓ lower is better, ↑ higher is better.")
+    msg = ok_md(
+        f"**{run}** on {data['n_examples']} examples from {data['source']} ({data['seconds']} s). "
+        "↓ lower is better, ↑ higher is better."
+    )
     return msg, table, examples, str(csv_path) if csv_path.is_file() else None
 
 
@@ -179,11 +239,18 @@ def show_eval(run: str | None, ctx: AppContext):
 # table's "line" column says which run is which.
 OVERLAY_RUNS = 4
 OVERLAY_SERIES = tuple(f"{i} {kind}" for i in range(1, OVERLAY_RUNS + 1) for kind in ("train", "eval"))
-OVERLAY_COLOURS = dict(zip(OVERLAY_SERIES, ("#f97316", "#fdba74", "#2563eb", "#93c5fd", "#16a34a", "#86efac",
-                                            "#9333ea", "#d8b4fe"), strict=True))
+OVERLAY_COLOURS = dict(
+    zip(
+        OVERLAY_SERIES,
+        ("#f97316", "#fdba74", "#2563eb", "#93c5fd", "#16a34a", "#86efac", "#9333ea", "#d8b4fe"),
+        strict=True,
+    )
+)
 
 
-def curves(runs: list[str] | None, ctx: AppContext) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, str | None]:
+def curves(
+    runs: list[str] | None, ctx: AppContext
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, str | None]:
     """Overlaid loss curves (train and eval) of up to four runs, a metrics table, and a CSV of the curve points."""
     runs = [r for r in (runs or []) if ctx.store.get_job(r) is not None][:OVERLAY_RUNS]
     points, metrics = [], []
@@ -191,15 +258,31 @@ def curves(runs: list[str] | None, ctx: AppContext) -> tuple[pd.DataFrame, pd.Da
         job = ctx.store.get_job(r)
         for name in ("loss", "eval_loss"):
             for step, _, value in ctx.store.metrics(r, name):
-                points.append({"run": r, "series": f"{line} {'train' if name == 'loss' else 'eval'}", "step": step,
-                               "loss": value})
+                points.append(
+                    {
+                        "run": r,
+                        "series": f"{line} {'train' if name == 'loss' else 'eval'}",
+                        "step": step,
+                        "loss": value,
+                    }
+                )
         ev = evaluate.load_result(job.job_dir) or {}
         losses = ctx.store.metrics(r, "loss")
-        metrics.append({"line": line, "run": r, "status": job.status.value,
-                        "base model": job.config.get("base_model"), "steps": (job.result or {}).get("steps"),
-                        "final train loss": round(losses[-1][2], 4) if losses else None,
-                        **{f"{k} (tuned)": round(v, 4) for k, v in (ev.get("tuned") or {}).items()
-                           if isinstance(v, (int, float))}})
+        metrics.append(
+            {
+                "line": line,
+                "run": r,
+                "status": job.status.value,
+                "base model": job.config.get("base_model"),
+                "steps": (job.result or {}).get("steps"),
+                "final train loss": round(losses[-1][2], 4) if losses else None,
+                **{
+                    f"{k} (tuned)": round(v, 4)
+                    for k, v in (ev.get("tuned") or {}).items()
+                    if isinstance(v, (int, float))
+                },
+            }
+        )
     csv_path = None
     if runs:
         csv_path = ctx.paths.home / "exports" / "loss-curves.csv"
@@ -231,12 +314,20 @@ def render(ctx: AppContext) -> dict:
     runs_now = finished_runs(ctx)
     with gr.Accordion("Side by side", open=True):
         with gr.Row():
-            runs = gr.Dropdown(label="Runs (up to 4, same base model)", choices=runs_now, multiselect=True,
-                               max_choices=MAX_COLUMNS, interactive=True, allow_custom_value=True, scale=3)
+            runs = gr.Dropdown(
+                label="Runs (up to 4, same base model)",
+                choices=runs_now,
+                multiselect=True,
+                max_choices=MAX_COLUMNS,
+                interactive=True,
+                allow_custom_value=True,
+                scale=3,
+            )
             with_base = gr.Checkbox(label="Also the base model alone", value=True, scale=1)
         with gr.Row():
-            prompt = gr.Textbox(label="Prompt", placeholder="Type a prompt, or pick one from the validation set",
-                                scale=3)
+            prompt = gr.Textbox(
+                label="Prompt", placeholder="Type a prompt, or pick one from the validation set", scale=3
+            )
             picked = gr.Dropdown(label="…or a held-out prompt", choices=[], interactive=True, scale=2)
         with gr.Row():
             temperature = gr.Slider(0, 2, value=0, step=0.05, label="Temperature (0 = greedy)")
@@ -245,15 +336,21 @@ def render(ctx: AppContext) -> dict:
         go = gr.Button("Answer side by side", variant="primary")
         sbs_msg = gr.Markdown()
         with gr.Row():
-            cols = [gr.Textbox(visible=False, lines=8, interactive=False, elem_id=f"answer-{i}")
-                    for i in range(MAX_COLUMNS + 1)]
+            cols = [
+                gr.Textbox(visible=False, lines=8, interactive=False, elem_id=f"answer-{i}")
+                for i in range(MAX_COLUMNS + 1)
+            ]
     with gr.Accordion("Blind test", open=False):
-        gr.Markdown("Two answers with the names hidden: pick the better one. Votes build a win rate per model.")
+        gr.Markdown(
+            "Two answers with the names hidden: pick the better one. Votes build a win rate per model."
+        )
         with gr.Row():
-            left = gr.Dropdown(label="Contestant 1", choices=[BASE] + runs_now, interactive=True,
-                               allow_custom_value=True)
-            right = gr.Dropdown(label="Contestant 2", choices=[BASE] + runs_now, interactive=True,
-                                allow_custom_value=True)
+            left = gr.Dropdown(
+                label="Contestant 1", choices=[BASE] + runs_now, interactive=True, allow_custom_value=True
+            )
+            right = gr.Dropdown(
+                label="Contestant 2", choices=[BASE] + runs_now, interactive=True, allow_custom_value=True
+            )
         blind_prompt = gr.Textbox(label="Prompt")
         ask = gr.Button("Get two answers")
         blind_msg = gr.Markdown()
@@ -267,21 +364,37 @@ def render(ctx: AppContext) -> dict:
         rates_plot = gr.BarPlot(x="contestant", y="win rate", y_lim=[0, 1], height=220, buttons=["export"])
     with gr.Accordion("Scores on held-out examples", open=False):
         with gr.Row():
-            eval_run = gr.Dropdown(label="Run to score", choices=runs_now, interactive=True, allow_custom_value=True)
+            eval_run = gr.Dropdown(
+                label="Run to score", choices=runs_now, interactive=True, allow_custom_value=True
+            )
             limit = gr.Slider(4, 256, value=32, step=4, label="Examples")
         score = gr.Button("Score (base vs fine-tuned)")
         eval_msg = gr.Markdown()
         scores = gr.Dataframe(label="Scores", interactive=False)
-        examples = gr.Dataframe(label="Per example (click a column header to sort)", interactive=False, wrap=True,
-                                max_height=320)
+        examples = gr.Dataframe(
+            label="Per example (click a column header to sort)", interactive=False, wrap=True, max_height=320
+        )
         examples_csv = gr.File(label="Per-example table (CSV)", interactive=False, height=80)
     with gr.Accordion("Compare runs", open=False):
-        pick = gr.Dropdown(label="Runs (up to 4)", choices=all_runs(ctx), multiselect=True, interactive=True,
-                           allow_custom_value=True, max_choices=OVERLAY_RUNS)
-        overlay = gr.LinePlot(x="step", y="loss", color="series", color_map=OVERLAY_COLOURS, height=300,
-                              title="Loss of up to 4 runs (train, and eval when there is a validation split); "
-                              "lines are numbered as in the Metrics table", buttons=["fullscreen", "export"],
-                              elem_id="compare-overlay")
+        pick = gr.Dropdown(
+            label="Runs (up to 4)",
+            choices=all_runs(ctx),
+            multiselect=True,
+            interactive=True,
+            allow_custom_value=True,
+            max_choices=OVERLAY_RUNS,
+        )
+        overlay = gr.LinePlot(
+            x="step",
+            y="loss",
+            color="series",
+            color_map=OVERLAY_COLOURS,
+            height=300,
+            title="Loss of up to 4 runs (train, and eval when there is a validation split); "
+            "lines are numbered as in the Metrics table",
+            buttons=["fullscreen", "export"],
+            elem_id="compare-overlay",
+        )
         curves_csv = gr.File(label="Curve data (CSV)", interactive=False, height=80)
         metrics_table = gr.Dataframe(label="Metrics", interactive=False)
         only_diff = gr.Checkbox(label="Only settings that differ", value=True)
@@ -295,24 +408,47 @@ def render(ctx: AppContext) -> dict:
 
     runs.change(lambda r: validation_prompts(r, ctx), runs, picked, api_visibility="private")
     picked.change(lambda p: p or gr.update(), picked, prompt, api_visibility="private")
-    go.click(answer, [runs, with_base, prompt, temperature, max_new, seed],
-             [sbs_msg, *cols], api_name="side_by_side")
-    ask.click(lambda a, b, p: blind_pair(a, b, p, ctx), [left, right, blind_prompt], [blind_msg, ans_a, ans_b, hidden],
-              api_name="blind_pair")
+    go.click(
+        answer,
+        [runs, with_base, prompt, temperature, max_new, seed],
+        [sbs_msg, *cols],
+        api_name="side_by_side",
+    )
+    ask.click(
+        lambda a, b, p: blind_pair(a, b, p, ctx),
+        [left, right, blind_prompt],
+        [blind_msg, ans_a, ans_b, hidden],
+        api_name="blind_pair",
+    )
 
     def voted(choice: str):
         def fn(h: str):
             msg, table, cleared = vote(choice, h, ctx)
             return msg, table, table, cleared
+
         return fn
 
     for btn, choice in ((vote_a, "A"), (vote_b, "B"), (vote_tie, "tie")):
-        btn.click(voted(choice), hidden, [blind_msg, rates, rates_plot, hidden], api_name=f"vote_{choice.lower()}")
-    score.click(score_run, [eval_run, limit],
-                [eval_msg, scores, examples, examples_csv], api_name="evaluate")
-    eval_run.change(lambda r: show_eval(r, ctx), eval_run, [eval_msg, scores, examples, examples_csv],
-                    api_name="eval_results")
-    pick.change(lambda r: curves(r, ctx), pick, [overlay, metrics_table, diff, curves_csv], api_name="compare_runs")
+        btn.click(
+            voted(choice), hidden, [blind_msg, rates, rates_plot, hidden], api_name=f"vote_{choice.lower()}"
+        )
+    score.click(score_run, [eval_run, limit], [eval_msg, scores, examples, examples_csv], api_name="evaluate")
+    eval_run.change(
+        lambda r: show_eval(r, ctx),
+        eval_run,
+        [eval_msg, scores, examples, examples_csv],
+        api_name="eval_results",
+    )
+    pick.change(
+        lambda r: curves(r, ctx), pick, [overlay, metrics_table, diff, curves_csv], api_name="compare_runs"
+    )
     only_diff.change(lambda r, o: config_diff(r, o, ctx), [pick, only_diff], diff, api_visibility="private")
-    return {"runs": runs, "left": left, "right": right, "eval_run": eval_run, "pick": pick, "rates": rates,
-            "rates_plot": rates_plot}
+    return {
+        "runs": runs,
+        "left": left,
+        "right": right,
+        "eval_run": eval_run,
+        "pick": pick,
+        "rates": rates,
+        "rates_plot": rates_plot,
+    }

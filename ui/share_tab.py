@@ -15,13 +15,18 @@ from ui.style import error_md, note_md, ok_md
 
 
 def shareable_runs(ctx: AppContext) -> list[str]:
-    return [j.id for j in ctx.store.list_jobs((JobStatus.SUCCEEDED, JobStatus.CANCELLED))
-            if (j.result or {}).get("adapter_dir")]
+    return [
+        j.id
+        for j in ctx.store.list_jobs((JobStatus.SUCCEEDED, JobStatus.CANCELLED))
+        if (j.result or {}).get("adapter_dir")
+    ]
 
 
 def demos_table(ctx: AppContext) -> pd.DataFrame:
-    rows = [{"run": d["run_id"], "local URL": d["local_url"], "public link": d["share_url"] or "(none)"}
-            for d in demo.list_demos(ctx.paths)]
+    rows = [
+        {"run": d["run_id"], "local URL": d["local_url"], "public link": d["share_url"] or "(none)"}
+        for d in demo.list_demos(ctx.paths)
+    ]
     return pd.DataFrame(rows, columns=["run", "local URL", "public link"])
 
 
@@ -52,7 +57,9 @@ def download_adapter(run: str | None, ctx: AppContext) -> tuple[str, str | None]
         out = export.export_adapter(ctx.store, run, ctx.paths.home / "exports")
     except export.ExportError as exc:
         return error_md(str(exc)), None
-    return ok_md(f"Adapter of **{run}** zipped with its tokenizer and a model card: download it below."), str(out.zip_path)
+    return ok_md(f"Adapter of **{run}** zipped with its tokenizer and a model card: download it below."), str(
+        out.zip_path
+    )
 
 
 def space_bundle(run: str | None, ctx: AppContext) -> tuple[str, str | None]:
@@ -63,10 +70,17 @@ def space_bundle(run: str | None, ctx: AppContext) -> tuple[str, str | None]:
     except export.ExportError as exc:
         return error_md(str(exc)), None
     job = ctx.store.get_job(run)
-    warn = "" if job is None or job.config.get("base_model") != "tiny-offline" else (
-        " Note: its base model is tiny-offline, which exists only on this machine, so a Space cannot load it.")
-    return ok_md(f"Space bundle for **{run}** (app.py, requirements.txt, adapter/): upload the unzipped folder as a "
-                 f"Gradio Space.{warn}"), str(out.zip_path)
+    warn = (
+        ""
+        if job is None or job.config.get("base_model") != "tiny-offline"
+        else (
+            " Note: its base model is tiny-offline, which exists only on this machine, so a Space cannot load it."
+        )
+    )
+    return ok_md(
+        f"Space bundle for **{run}** (app.py, requirements.txt, adapter/): upload the unzipped folder as a "
+        f"Gradio Space.{warn}"
+    ), str(out.zip_path)
 
 
 def push_to_hub(run: str | None, repo: str, token: str, merged: bool, ctx: AppContext) -> str:
@@ -74,7 +88,9 @@ def push_to_hub(run: str | None, repo: str, token: str, merged: bool, ctx: AppCo
     if not run:
         return error_md("Pick a finished run first.")
     try:
-        url = export.push(ctx.store, ctx.paths, run, (repo or "").strip(), merged=bool(merged), token=token or None)
+        url = export.push(
+            ctx.store, ctx.paths, run, (repo or "").strip(), merged=bool(merged), token=token or None
+        )
     except export.ExportError as exc:
         return error_md(str(exc))
     return ok_md(f"Pushed **{run}** to {url}")
@@ -82,13 +98,22 @@ def push_to_hub(run: str | None, repo: str, token: str, merged: bool, ctx: AppCo
 
 def render(ctx: AppContext) -> dict:
     with gr.Row():
-        run = gr.Dropdown(label="Run to share", choices=shareable_runs(ctx), interactive=True, allow_custom_value=True,
-                          info="A finished (or cancelled) run with a saved adapter.", scale=3)
+        run = gr.Dropdown(
+            label="Run to share",
+            choices=shareable_runs(ctx),
+            interactive=True,
+            allow_custom_value=True,
+            info="A finished (or cancelled) run with a saved adapter.",
+            scale=3,
+        )
         refresh = gr.Button("↻ Update list", size="sm", scale=0)
     with gr.Accordion("Publish a demo", open=True):
-        gr.Markdown(note_md(
-            "A chat page for this run alone (no training, data or settings), in its own process. It is password "
-            "protected: leave the password empty to get a generated one, shown once."))
+        gr.Markdown(
+            note_md(
+                "A chat page for this run alone (no training, data or settings), in its own process. It is password "
+                "protected: leave the password empty to get a generated one, shown once."
+            )
+        )
         with gr.Row():
             password = gr.Textbox(label="Password (optional, 8+ characters)", type="password")
             share = gr.Checkbox(label="Also make a public Gradio link (needs internet; expires after 72 h)")
@@ -106,19 +131,36 @@ def render(ctx: AppContext) -> dict:
     with gr.Accordion("Push to the Hugging Face Hub", open=False):
         with gr.Row():
             repo = gr.Textbox(label="Repository", placeholder="your-name/my-fine-tune")
-            token = gr.Textbox(label="Token (or set HF_TOKEN)", type="password",
-                               info="Used for this upload only; never saved or logged.")
+            token = gr.Textbox(
+                label="Token (or set HF_TOKEN)",
+                type="password",
+                info="Used for this upload only; never saved or logged.",
+            )
             merged = gr.Checkbox(label="Merged model (instead of the adapter)")
         push = gr.Button("Push")
         push_msg = gr.Markdown()
 
-    refresh.click(lambda: (gr.update(choices=shareable_runs(ctx)), demos_table(ctx)), None, [run, demos],
-                  api_name="shareable_runs")
-    publish.click(lambda r, p, s: publish_demo(r, p, s, ctx), [run, password, share], [demo_msg, demos],
-                  api_name="publish_demo")
+    refresh.click(
+        lambda: (gr.update(choices=shareable_runs(ctx)), demos_table(ctx)),
+        None,
+        [run, demos],
+        api_name="shareable_runs",
+    )
+    publish.click(
+        lambda r, p, s: publish_demo(r, p, s, ctx),
+        [run, password, share],
+        [demo_msg, demos],
+        api_name="publish_demo",
+    )
     stop.click(lambda r: stop_demo(r, ctx), run, [demo_msg, demos], api_name="stop_demo")
-    zip_btn.click(lambda r: download_adapter(r, ctx), run, [export_msg, file_out], api_name="download_adapter")
+    zip_btn.click(
+        lambda r: download_adapter(r, ctx), run, [export_msg, file_out], api_name="download_adapter"
+    )
     space_btn.click(lambda r: space_bundle(r, ctx), run, [export_msg, file_out], api_name="space_bundle")
-    push.click(lambda r, rp, t, m: push_to_hub(r, rp, t, m, ctx), [run, repo, token, merged], push_msg,
-               api_name="push_to_hub")
+    push.click(
+        lambda r, rp, t, m: push_to_hub(r, rp, t, m, ctx),
+        [run, repo, token, merged],
+        push_msg,
+        api_name="push_to_hub",
+    )
     return {"run": run, "demos": demos}

@@ -37,8 +37,9 @@ def note_md(text: str) -> str:
 LINE_COLOURS = ("#f97316", "#2563eb", "#16a34a", "#9333ea", "#dc2626", "#0891b2", "#ca8a04", "#db2777")
 
 
-def curve_frame(rows: list, columns: tuple[str, ...] = ("step", "loss", "series"),
-                names: tuple[str, ...] = ()) -> Any:
+def curve_frame(
+    rows: list, columns: tuple[str, ...] = ("step", "loss", "series"), names: tuple[str, ...] = ()
+) -> Any:
     """Points for a gr.LinePlot coloured by its "series" column, in the form Gradio 6 can draw.
 
     Gradio fixes a coloured chart's Vega spec from the first frame it receives: the colour column's type from the
@@ -52,9 +53,13 @@ def curve_frame(rows: list, columns: tuple[str, ...] = ("step", "loss", "series"
 
     frame = pd.DataFrame(rows, columns=list(columns))
     present = set(frame["series"]) if len(frame) else set()
-    filler = [{"step": 0, "series": n, **{c: math.nan for c in columns if c not in ("step", "series")}}
-              for n in names if n not in present]
+    filler = [
+        {"step": 0, "series": n, **{c: math.nan for c in columns if c not in ("step", "series")}}
+        for n in names
+        if n not in present
+    ]
     if filler:
         frame = pd.concat([frame, pd.DataFrame(filler, columns=list(columns))], ignore_index=True)
-    return frame.astype({c: ("int64" if c == "step" else "float64" if c in ("loss", "value") else "object")
-                         for c in columns})
+    return frame.astype(
+        {c: ("int64" if c == "step" else "float64" if c in ("loss", "value") else "object") for c in columns}
+    )
