@@ -42,7 +42,7 @@ from backend import estimate, hardware, models
 from backend.config import ConfigError, Problem, RunConfig
 from backend.jobs import JobStatus
 from backend.settings import PROJECT_ROOT, Paths
-from backend.store import DatasetGone, JobRecord, Store
+from backend.store import DatasetGone, DatasetRecord, JobRecord, Store
 from backend.train import JobSpec, RunResult, checkpoint_step, last_checkpoint, read_result
 
 log = logging.getLogger(__name__)
@@ -167,14 +167,11 @@ class Manager:
         if problems:
             raise ConfigError(problems)
         assert record is not None
-        return self._queue(record.id, record.path, _shape(record), record.name, config, preset)
+        return self._queue(record, config, preset)
 
     def _queue(
         self,
-        dataset_id: str,
-        dataset_path: str,
-        shape: str,
-        dataset_name: str,
+        dataset: DatasetRecord,
         config: RunConfig,
         preset: str,
         *,
@@ -182,6 +179,7 @@ class Manager:
         resumed_from: str = "",
         retry_of: str = "",
     ) -> JobRecord:
+        dataset_id, dataset_name = dataset.id, dataset.name
         job_id = new_job_id()
         job_dir = self.paths.job_dir(job_id)
         job_dir.mkdir(parents=True)
@@ -196,9 +194,9 @@ class Manager:
                 job_id,
                 str(self.paths.home),
                 dataset_id,
-                dataset_path,
+                dataset.path,
                 config.model_dump(),
-                shape=shape,
+                shape=_shape(dataset),
                 resume_from=resume_from,
                 submitted_at=time.time(),
             ).save(job_dir)
@@ -285,10 +283,7 @@ class Manager:
                 f"with the new settings. What can change: {', '.join(sorted(RESUME_CHANGES))}."
             )
         return self._queue(
-            record.id,
-            record.path,
-            _shape(record),
-            record.name,
+            record,
             config,
             job.preset,
             resume_checkpoint=checkpoint,
@@ -600,10 +595,7 @@ class Manager:
         ckpt = result.extra.get("checkpoint") or ""
         checkpoint = Path(ckpt) if ckpt and Path(ckpt).is_dir() else last_checkpoint(job.job_dir)
         retry = self._queue(
-            record.id,
-            record.path,
-            _shape(record),
-            record.name,
+            record,
             smaller,
             job.preset,
             resume_checkpoint=checkpoint,

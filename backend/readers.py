@@ -274,10 +274,15 @@ def _sniff_encoding(raw: bytes, name: str, *, whole: bool) -> tuple[str, str]:
                 raise UnicodeDecodeError("utf-8", raw, exc.start, exc.end, "mixed")
             return "cp1252", raw.decode("cp1252")
         except UnicodeDecodeError:
-            raise DataError(
-                f"{name}: line {bad_line} has bytes that are not valid UTF-8 text. "
-                "Fix: re-save the file as 'CSV UTF-8' and upload it again."
-            ) from None
+            raise not_utf8(name, bad_line, "CSV UTF-8") from None
+
+
+def not_utf8(file_name: str, line: int, save_as: str = "UTF-8") -> DataError:
+    """The one message for text that is not UTF-8, naming the line."""
+    return DataError(
+        f"{file_name}: line {line} has bytes that are not valid UTF-8 text. "
+        f"Fix: re-save the file as '{save_as}' and upload it again."
+    )
 
 
 def check_encoding(table: Table, on_progress=None) -> None:
@@ -313,10 +318,7 @@ def check_encoding(table: Table, on_progress=None) -> None:
         table.encoding = "cp1252"
         table.notes.append(f"read as Windows-1252 text (an Excel export): line {bad_line} is not UTF-8")
         return
-    raise DataError(
-        f"{table.name}: line {bad_line} has bytes that are not valid UTF-8 text. "
-        "Fix: re-save the file as 'CSV UTF-8' and upload it again."
-    )
+    raise not_utf8(table.name, bad_line, "CSV UTF-8")
 
 
 # A valid UTF-8 sequence for a non-ASCII character. Real Windows-1252 text almost never holds one (it would read
@@ -626,10 +628,7 @@ def _json_records(path: Path, name: str) -> list[dict]:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise DataError(
-            f"{name}: line {line} has bytes that are not valid UTF-8 text. "
-            "Fix: save the file as UTF-8 and upload it again."
-        ) from None
+        raise not_utf8(name, line) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -719,10 +718,7 @@ def _jsonl_batches(table: Table, size: int, limit: int | None) -> Iterator[Batch
             try:
                 line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError:
-                raise DataError(
-                    f"{table.name}: line {number} has bytes that are not valid UTF-8 text. "
-                    "Fix: save the file as UTF-8 and upload it again."
-                ) from None
+                raise not_utf8(table.name, number) from None
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as exc:

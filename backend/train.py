@@ -604,12 +604,6 @@ class Recipe:
             log.warning("could not score the run: %s", explain(exc))
             result.extra["score_error"] = explain(exc)
             return
-        result.extra["scores"] = {
-            "n_examples": res.n_examples,
-            "base": res.base,
-            "tuned": res.tuned,
-            "seconds": res.seconds,
-        }
         log.info("scored in %.1f s:\n%s", res.seconds, res.summary())
 
 

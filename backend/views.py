@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from backend import evaluate
 from backend.jobs import JobStatus
 from backend.manager import queue_positions
 from backend.store import DatasetRecord, JobRecord, Store
@@ -45,6 +46,7 @@ def job_view(store: Store, job: JobRecord, positions: dict[str, int] | None = No
         "preset": job.preset,
         "base_model": job.config.get("base_model"),
         "method": job.config.get("method"),
+        "scores_after": int(job.config.get("score_examples", 0) or 0),  # held-out examples scored at the end
         "created": _iso(job.created),
         "queue_position": positions.get(job.id),
         "pid": job.pid if job.status is JobStatus.RUNNING else None,
@@ -94,6 +96,7 @@ def job_detail(store: Store, job: JobRecord) -> dict[str, Any]:
     view["metrics"] = metrics
     view["config"] = job.config
     view["result"] = job.result
+    view["scores"] = evaluate.load_result(job.job_dir)  # eval.json: the one place a run's scores are kept
     return view
 
 
@@ -108,9 +111,8 @@ def status_line(v: dict[str, Any]) -> str:
         if not total:
             return "running: loading the model and data"
         if v.get("step") == total:
-            return (
-                f"running: step {total}/{total}, training done; saving, then scoring it on held-out examples"
-            )
+            then = ", then scoring it on held-out examples" if v.get("scores_after") else ""
+            return f"running: step {total}/{total}, training done; saving{then}"
         eta = v.get("eta_s")
         return f"running: step {v['step']}/{total}" + (
             f", about {format_duration(eta)} left" if eta is not None else ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +29,32 @@ def chromium_path() -> str | None:
         if found:
             return found
     return None
+
+
+@contextlib.contextmanager
+def chromium_page(height: int = 900, expect_timeout_ms: int | None = None) -> Iterator:
+    """A Playwright page in Debian's Chromium (never `playwright install`), 1280 px wide.
+
+    Without Chromium the test fails on CI (where `make test` installs it) and is skipped elsewhere."""
+    import pytest
+
+    exe = chromium_path()
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail("Chromium is not installed; `make test` installs it with apt (chromium package).")
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import expect, sync_playwright
+
+    if expect_timeout_ms:
+        expect.set_options(timeout=expect_timeout_ms)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": height})
+        page.set_default_timeout(30_000)
+        try:
+            yield page
+        finally:
+            browser.close()
 
 
 def free_port() -> int:

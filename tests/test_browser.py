@@ -7,14 +7,13 @@ test-artifacts/screenshots/ (look at them: they are what a new user sees).
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 import pytest
 
 from backend.settings import Paths
-from tests.browser_util import CHROMIUM_ARGS, ROOT, ServedApp, chromium_path, line_width_drawn
+from tests.browser_util import ROOT, ServedApp, chromium_page, line_width_drawn
 from tests.conftest import link_tiny_model
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -23,19 +22,8 @@ SHOTS = ROOT / "test-artifacts" / "screenshots"
 
 @pytest.fixture
 def browser_page():
-    exe = chromium_path()
-    if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail("Chromium is not installed; `make test` installs it with apt (chromium package).")
-        pytest.skip("Chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=exe, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(30_000)
+    with chromium_page(900) as page:
         yield page
-        browser.close()
 
 
 @pytest.fixture

@@ -9,13 +9,12 @@ Then a chat file, whose assistant turns are highlighted. Screenshots: test-artif
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 from backend.settings import Paths
-from tests.browser_util import CHROMIUM_ARGS, ROOT, ServedApp, chromium_path
+from tests.browser_util import ROOT, ServedApp, chromium_page
 from tests.conftest import link_tiny_model
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -43,20 +42,8 @@ ROWS = [
 
 @pytest.fixture
 def browser_page():
-    exe = chromium_path()
-    if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail("Chromium is not installed; `make test` installs it with apt (chromium package).")
-        pytest.skip("Chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import expect, sync_playwright
-
-    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=exe, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.set_default_timeout(30_000)
+    with chromium_page(1000, EXPECT_TIMEOUT_MS) as page:
         yield page
-        browser.close()
 
 
 @pytest.fixture

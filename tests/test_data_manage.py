@@ -4,18 +4,17 @@ and a database from before dataset hashes had a column (schema 1) still opening 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
-import sys
 from contextlib import closing
 
 import pytest
 
 from backend.data import DataError, delete_dataset, import_dataset, load_examples, rename_dataset
 from backend.jobs import JobStatus
-from backend.settings import PROJECT_ROOT, SAMPLE_CSV
+from backend.settings import SAMPLE_CSV
 from backend.store import Store
+from tests import cli_util
 
 QA = "question,answer\nWhat is 1+1?,Two.\nWhat is 2+2?,Four.\n"
 
@@ -94,15 +93,7 @@ def test_an_old_database_gains_the_hash_column(paths):
 
 
 def tunedeck(paths, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TUNEDECK_HOME": str(paths.home)}
-    return subprocess.run(
-        [sys.executable, "-m", "backend", *args],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return cli_util.tunedeck(cli_util.offline_env(paths.home), *args, timeout=120)
 
 
 def test_cli_add_with_mapping_flags_list_show_rename_export_rm(paths, csv_file, tmp_path, tiny_model):

@@ -16,40 +16,18 @@ from pathlib import Path
 import pytest
 
 from backend.settings import PROJECT_ROOT, SAMPLE_CSV, Paths
+from tests.cli_util import offline_env, tunedeck, tunedeck_json
 from tests.conftest import link_tiny_model
 
 pytestmark = pytest.mark.slow
 QUESTION = "What is the capital of France?"
 
 
-def tunedeck(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "backend", *args],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def tunedeck_json(env: dict[str, str], *args: str, timeout: float = 300) -> dict | list:
-    res = tunedeck(env, *args, "--json", timeout=timeout)
-    assert res.returncode == 0, res.stderr
-    return json.loads(res.stdout)
-
-
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory, tiny_model_build: Path) -> dict:
     root = tmp_path_factory.mktemp("e2e-home")
     link_tiny_model(Paths.from_env(root), tiny_model_build)
-    env = {
-        **os.environ,
-        "TUNEDECK_HOME": str(root),
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "GRADIO_ANALYTICS_ENABLED": "False",
-    }
+    env = offline_env(root)
     added = tunedeck_json(env, "data", "add", str(SAMPLE_CSV), "--name", "capitals")
     assert added["rows"] == 32 and added["mapping"]["prompt"] == "question"
     return {"root": root, "env": env}
@@ -99,7 +77,7 @@ def test_a_finished_run_is_scored_against_its_base_model(home: dict, trained: di
     base, tuned = saved["base"], saved["tuned"]
     assert tuned["eval_loss"] < 0.5 * base["eval_loss"]
     assert tuned["rougeL"] > base["rougeL"] + 0.3 and tuned["chrf"] > base["chrf"]
-    assert trained["result"]["extra"]["scores"]["tuned"]["rougeL"] == tuned["rougeL"]
+    assert trained["scores"]["tuned"]["rougeL"] == tuned["rougeL"]  # `show --json` reports them
     with open(job_dir / "eval_examples.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 16 and {"prompt", "reference", "base_answer", "tuned_answer", "tuned_rougeL"} <= set(

@@ -12,7 +12,6 @@ import gradio as gr
 import pandas as pd
 
 from backend import evaluate, views
-from backend.jobs import JobStatus
 from backend.manager import queue_positions
 from ui.context import AppContext
 from ui.style import LINE_COLOURS, curve_frame, error_md, ok_md
@@ -110,8 +109,6 @@ def job_panel(job_id: str | None, ctx: AppContext) -> tuple[str, pd.DataFrame, s
     scores = evaluate.load_result(job.job_dir)
     if scores:
         text += "\n\n" + evaluate.scores_markdown(scores)
-    elif job.status is JobStatus.RUNNING and v.get("total_steps") and v.get("step") == v.get("total_steps"):
-        text += "\n\nTraining is done; scoring the run against its base model on held-out examples."
     return text, loss_points(ctx.store, job.id), views.log_tail(job)
 
 

@@ -89,18 +89,21 @@ def model_note(base_model: str) -> str:
     return note_md(TINY_DESCRIPTION) if (base_model or "").strip() == TINY_MODEL else ""
 
 
+def widget_config(preset: str, values: tuple) -> RunConfig:
+    """The widgets' values on top of the preset, as one validated config (PresetError / ConfigError if not)."""
+    base = load_preset(preset).config.model_dump()
+    return RunConfig.parse({**base, **{f: _plain(v) for f, v in zip(FIELDS, values, strict=True)}})
+
+
 def submit_job(dataset: str | None, preset: str, *values: Any, ctx: AppContext) -> tuple[str, str | None]:
     """Queue a job from the widgets. Returns (message, the new job's id or None)."""
     if not dataset:
         return error_md("Choose a dataset first (make one in the Data tab)."), None
     try:
-        base = load_preset(preset).config.model_dump()
-    except (PresetError, ConfigError) as exc:
-        return error_md(str(exc)), None
-    given = {f: _plain(v) for f, v in zip(FIELDS, values, strict=True)}
-    try:
-        config = RunConfig.parse({**base, **given})
+        config = widget_config(preset, values)
         job = ctx.manager.submit(dataset, config, preset=preset)
+    except PresetError as exc:
+        return error_md(str(exc)), None
     except ConfigError as exc:
         n = len(exc.problems)
         return error_md(f"{n} setting{'s' if n > 1 else ''} to fix before training:\n" + str(exc)), None
@@ -112,8 +115,7 @@ def submit_job(dataset: str | None, preset: str, *values: Any, ctx: AppContext) 
 def estimate_text(dataset: str | None, preset: str, *values: Any, ctx: AppContext) -> str:
     """The Train tab's estimate: peak GPU memory and time per epoch for these settings (or what is wrong)."""
     try:
-        base = load_preset(preset).config.model_dump()
-        config = RunConfig.parse({**base, **{f: _plain(v) for f, v in zip(FIELDS, values, strict=True)}})
+        config = widget_config(preset, values)
     except (PresetError, ConfigError):
         return ""  # Train reports the settings' problems; no estimate for settings that do not parse
     try:
