@@ -691,7 +691,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, ModelError):
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        from backend.train import explain
+        from backend.errors import explain
 
         print(f"error: {explain(exc)}", file=sys.stderr)
         return 1

@@ -82,9 +82,9 @@ def _wait_for_gpu(base_model: str, paths: Paths, notify, cancelled) -> None:
 
 
 def serve(stdin: Any = None, stdout: Any = None) -> None:
+    from backend.errors import explain
     from backend.generate import Decoding, ModelPool, stream
     from backend.models import ModelError
-    from backend.worker import explain
 
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout

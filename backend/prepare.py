@@ -351,7 +351,7 @@ def _build(
                 {"input_ids": ids, "labels": labels, "length": [len(i) for i in ids]}
             )
     if "train" not in parts:
-        from backend.train import RunFailed
+        from backend.errors import RunFailed
 
         raise RunFailed(
             f"no training example has any response tokens left within max_length = {max_length}. "
@@ -379,7 +379,8 @@ def _check_prompt_lengths(labels: list[list[int]], rows: Any, max_length: int) -
     longest = max(prompt_lengths, default=0)
     if longest < max_length:
         return
-    from backend.train import RunFailed, round_up
+    from backend.errors import RunFailed
+    from backend.train import round_up
 
     i = prompt_lengths.index(longest)
     row = int(rows["source_row"].iloc[i]) if "source_row" in rows else i + 1

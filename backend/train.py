@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.config import RunConfig
+from backend.errors import OOM_FIX, RunFailed, explain, is_out_of_memory
 from backend.settings import Paths
 from backend.store import Store
 
@@ -43,10 +44,6 @@ CHARTED = (
     "eval_loss",
     "eval_mean_token_accuracy",
 )
-
-
-class RunFailed(RuntimeError):
-    """A failure we can explain to the person; the message is shown as the job's reason."""
 
 
 @dataclass
@@ -630,19 +627,10 @@ def failure(exc: BaseException, recipe: Recipe | None) -> RunResult:
     return RunResult(status="failed", reason=explain(exc), steps=step, total_steps=total, extra=extra)
 
 
-def is_out_of_memory(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return (
-        type(exc).__name__ == "OutOfMemoryError"
-        or "cuda out of memory" in text
-        or ("out of memory" in text and "cuda" in text)
-    )
-
-
 def oom_suggestions(cfg: RunConfig | None, recipe: Recipe | None) -> str:
     """The same concrete changes the estimate suggests before a job starts, with their estimated peaks if known."""
     if cfg is None:
-        return "lower batch_size (and raise grad_accum), lower max_length, turn on gradient_checkpointing, or use method qlora."
+        return OOM_FIX
     from backend import estimate
 
     shape = recipe.model_shape if recipe is not None else None
@@ -654,26 +642,6 @@ def oom_suggestions(cfg: RunConfig | None, recipe: Recipe | None) -> str:
     if cfg.oom_retry and cfg.batch_size > 1:
         tips.append("oom_retry is on, so TuneDeck retries with half the batch by itself")
     return "; or ".join(tips) + "."
-
-
-def explain(exc: BaseException) -> str:
-    """A reason a person can act on, for the errors we know; the type and message otherwise."""
-    text = str(exc)
-    if isinstance(exc, RunFailed):
-        return text
-    name = type(exc).__name__
-    if is_out_of_memory(exc):
-        return f"out of GPU memory. Fix: {oom_suggestions(None, None)}"
-    if "trust_remote_code=True" in text:
-        return (
-            "this model ships Python code of its own, which TuneDeck runs only when you allow it for the run. Fix: "
-            "if you trust the model's authors, turn on trust_remote_code (Train tab, More settings; or "
-            "--set trust_remote_code=true); else pick a model that transformers supports itself."
-        )
-    if name in ("OfflineModeIsEnabled", "LocalEntryNotFoundError") or "offline" in text.lower():
-        return f"the model could not be loaded offline: {text}. Fix: download it once with internet, or pick tiny-offline."
-    first = text.strip().splitlines()[0] if text.strip() else ""
-    return f"{name}: {first}" if first else name
 
 
 def _peak_rss_mb() -> float:

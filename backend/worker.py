@@ -31,11 +31,11 @@ from pathlib import Path
 from backend.logs import setup_worker_logging
 from backend.settings import Paths
 from backend.store import Store
-from backend.train import JobSpec, Recipe, explain, failure
+from backend.train import JobSpec, Recipe, failure
 
 log = logging.getLogger("backend.worker")
 
-__all__ = ["explain", "main", "run_job"]
+__all__ = ["main", "run_job"]
 
 
 def run_job(job_dir: Path) -> int:
