@@ -265,6 +265,7 @@ class Bench:
                 "max_length": 512,
                 "logging_steps": 1,
                 "save_steps": 0,
+                "score_examples": 0,  # training only: the baselines do not score the run afterwards
                 "device": "cpu",
                 **extra,
             }
