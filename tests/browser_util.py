@@ -124,3 +124,15 @@ def line_width_drawn(png: bytes, rgb: tuple[int, int, int] = (249, 115, 22), tol
     near = lambda p: all(abs(a - b) <= tolerance for a, b in zip(p, rgb, strict=True))  # noqa: E731
     drawn = sum(1 for x in range(width) if any(near(px[x, y]) for y in range(int(height * 0.75))))
     return drawn / width
+
+
+def wait_until(measure, *, above: float, timeout_s: float = 30.0, every_s: float = 0.25) -> float:
+    """Measure again until the value passes ``above`` (or the time is up); returns the last value measured."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    value = measure()
+    while value <= above and time.monotonic() < deadline:
+        time.sleep(every_s)
+        value = measure()
+    return value

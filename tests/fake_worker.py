@@ -2,7 +2,8 @@
 
     python tests/fake_worker.py MODE <job_dir>
 
-MODE: succeed, fail, crash, hang, stubborn, sigkill_self, slow_succeed. The job dir stays on the command line
+MODE: succeed, fail, crash, hang, stubborn, sigkill_self, slow_succeed (succeeds once the test writes ``finish``
+into the job dir). The job dir stays on the command line
 because the manager recognises its workers by it (``/proc/<pid>/cmdline``). Once the signal handlers are in place
 the worker writes ``ready`` into the job dir, so a test can wait for that before it cancels.
 """
@@ -58,8 +59,10 @@ def main(argv: list[str]) -> int:
     if mode == "succeed":
         succeeded(job_dir).save(job_dir)
         return 0
-    if mode == "slow_succeed":
-        time.sleep(2)
+    if mode == "slow_succeed":  # runs until the test writes `finish` into the job dir (at most a minute)
+        deadline = time.monotonic() + 60
+        while not (job_dir / "finish").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
         succeeded(job_dir).save(job_dir)
         return 0
     if mode == "fail":

@@ -137,7 +137,8 @@ def test_a_share_link_that_cannot_be_made_is_reported_and_the_local_url_works(ru
         assert info["password"] is None  # the person's own password is never echoed
         assert urllib.request.urlopen(info["local_url"], timeout=10).status == 200
     finally:
-        tunedeck(run["env"], "demo", "stop", run["job"]["id"])
+        stopped = tunedeck(run["env"], "demo", "stop", run["job"]["id"])
+    assert stopped.returncode == 0, stopped.stderr  # else the next test's demo of this run would be refused
 
 
 def test_the_app_refuses_to_be_exposed_without_a_password(tmp_path: Path) -> None:
