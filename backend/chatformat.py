@@ -94,8 +94,11 @@ class ChatFormat:
             ref = models.resolve(model, paths)
         except models.ModelError as exc:
             raise DataError(str(exc)) from None
-        if ref.is_tiny and models.tokenizer_file(ref) is None:
-            models.build_tiny(paths)
+        if ref.made_here and models.tokenizer_file(ref) is None:
+            try:
+                models.materialize_in_child(ref, paths)
+            except models.ModelError as exc:
+                raise DataError(str(exc)) from None
         tok = models.tokenizer_file(ref)
         if tok is None:
             raise DataError(
@@ -317,16 +320,5 @@ def _compile(template: str):
 
 
 def cached_models(paths: Paths) -> list[str]:
-    """Models whose tokenizer is on this machine: tiny-offline and any cached Hub model with a tokenizer.json."""
-    names = ["tiny-offline"]
-    try:
-        from huggingface_hub import scan_cache_dir
-
-        for repo in scan_cache_dir().repos:
-            if repo.repo_type == "model" and any(
-                f.file_name == "tokenizer.json" for rev in repo.revisions for f in rev.files
-            ):
-                names.append(repo.repo_id)
-    except Exception:  # noqa: BLE001 - no cache folder, or an unreadable one: just tiny-offline
-        pass
-    return names
+    """Models whose tokenizer is (or can be made) on this machine without a download."""
+    return models.on_this_machine(paths)

@@ -3,7 +3,7 @@
     tunedeck serve [--host H] [--port P]
     tunedeck data add FILE [--name N] [--shape S] [--prompt-col C] [--response-col C] [--system-col C] ...
     tunedeck data list | show DATASET | rename DATASET NEW | rm DATASET | export DATASET FILE.csv
-    tunedeck train DATASET --preset P [--set key=value ...] [--wait]
+    tunedeck train DATASET [--preset P] [--set key=value ...] [--wait]
     tunedeck jobs | show JOB | cancel JOB | resume JOB [--set key=value ...] [--wait]
     tunedeck generate (JOB | --base MODEL) --prompt TEXT [--max-new-tokens N] [--temperature T]
 
@@ -28,7 +28,7 @@ from backend.evaluate import EvalError
 from backend.export import ExportError
 from backend.jobs import JobStatus
 from backend.manager import Manager, ensure_scheduler
-from backend.presets import PresetError, load_preset
+from backend.presets import PresetError, default_preset, load_preset
 from backend.settings import Paths
 from backend.store import Store
 
@@ -182,7 +182,7 @@ def cmd_data_export(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     paths, store, manager = _ctx()
-    preset = load_preset(args.preset)
+    preset = load_preset(args.preset or default_preset(paths))
     changes: dict[str, Any] = {}
     for item in args.set or []:
         key, sep, value = item.partition("=")
@@ -229,7 +229,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         rows,
         "\n".join(lines)
         if lines
-        else "No jobs yet. Start one with: tunedeck train DATASET --preset tiny-offline",
+        else "No jobs yet. Start one with: tunedeck train DATASET (the starter model, smollm2-135m)",
     )
     return 0
 
@@ -465,8 +465,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         (j.id, j.result["adapter_dir"]) for j in jobs
     ]
     answers = []
+    like = jobs[0].result["adapter_dir"] if jobs else None  # the base answers in the runs' number format
     for label, adapter in columns:
-        loaded, mode = pool.use(base, adapter)
+        loaded, mode = pool.use(base, adapter, like=like)
         with mode:
             answers.append({"who": label, "answer": generate(loaded, messages, decoding=decoding)})
     _out(
@@ -570,7 +571,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", parents=[common], help="queue a training job")
     t.add_argument("dataset", help="dataset name or id")
-    t.add_argument("--preset", required=True, help="a preset from presets/, e.g. tiny-offline")
+    t.add_argument(
+        "--preset",
+        help="a preset from presets/ (default: smollm2-135m, a real model that trains on a CPU offline; on a GPU "
+        "with the Hub, qwen2.5-0.5b-qlora); tiny-offline trains in seconds but learns only by heart",
+    )
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)")
     t.add_argument("--wait", action="store_true", help="wait for the job; exit 0 only if it succeeded")
     t.set_defaults(func=cmd_train)

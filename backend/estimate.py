@@ -26,6 +26,7 @@ and ``tests/test_estimate.py`` checks these figures against published ones withi
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +107,9 @@ def shape_from_config(config: dict[str, Any], name: str = "") -> ModelShape:
 # Shapes of the models our presets name, from their published config.json, so an estimate is possible before the
 # first download. Any other model is read from its config.json once it is on this machine.
 KNOWN: dict[str, ModelShape] = {
+    "huggingfacetb/smollm2-135m-instruct": ModelShape(576, 30, 9, 3, 1536, 49152, True, name="SmolLM2-135M"),
+    "huggingfacetb/smollm2-360m-instruct": ModelShape(960, 32, 15, 5, 2560, 49152, True, name="SmolLM2-360M"),
+    "smollm2-135m": ModelShape(576, 30, 9, 3, 1536, 49152, True, name="SmolLM2-135M"),  # the starter model
     "qwen/qwen2.5-0.5b-instruct": ModelShape(896, 24, 14, 2, 4864, 151936, True, name="Qwen2.5-0.5B"),
     "qwen/qwen2.5-1.5b-instruct": ModelShape(1536, 28, 12, 2, 8960, 151936, True, name="Qwen2.5-1.5B"),
     "qwen/qwen2.5-3b-instruct": ModelShape(2048, 36, 16, 2, 11008, 151936, True, name="Qwen2.5-3B"),
@@ -128,13 +132,20 @@ def model_shape(base_model: str, paths: Any = None) -> ModelShape | None:
     except models.ModelError:
         return None
     config_file: str | None = None
-    if ref is not None and ref.kind in ("tiny", "local"):
+    if ref is not None and ref.kind != "hub":
         f = Path(ref.location) / "config.json"
         config_file = str(f) if f.is_file() else None
         if config_file is None and ref.is_tiny:
             from backend.tinymodel import SHAPE
 
             return shape_from_config(SHAPE, "tiny-offline")
+        if config_file is None and ref.source:  # a GGUF not converted yet: its header has the shape
+            from backend import gguf_import
+
+            try:
+                return shape_from_config(gguf_import.inspect(ref.source).config, base_model)
+            except (gguf_import.GgufError, TypeError, ValueError):
+                return None
     elif ref is not None:
         config_file = models.hub_cached_file(ref.location, "config.json")
     if config_file:
@@ -174,6 +185,10 @@ class Memory:
         )
 
 
+def _adapted_blocks(shape: ModelShape, cfg: RunConfig) -> int:
+    return min(cfg.lora_layers, shape.layers) if cfg.lora_layers else shape.layers
+
+
 def lora_params(shape: ModelShape, cfg: RunConfig) -> int:
     targets = _targets(cfg.target_modules)
     per_block = sum(
@@ -181,7 +196,7 @@ def lora_params(shape: ModelShape, cfg: RunConfig) -> int:
         for name, (a, b) in shape.linear_shapes().items()
         if name in targets
     )
-    return per_block * shape.layers
+    return per_block * _adapted_blocks(shape, cfg)
 
 
 def _targets(spec: str) -> set[str]:
@@ -229,7 +244,9 @@ def memory(
     if cfg.gradient_checkpointing:
         activations = tokens * act * (h * shape.layers + per_token_block)
     else:
-        activations = tokens * act * per_token_block * shape.layers
+        # Only blocks with adapters (lora_layers: the top ones) keep what their backward pass needs; the frozen
+        # blocks below them run as if in inference.
+        activations = tokens * act * per_token_block * _adapted_blocks(shape, cfg)
     if cfg.batching in ("padding_free", "packed"):
         activations += tokens * tokens  # the block-diagonal attention mask of a flattened batch (bool)
     scored = min(tokens, LOGIT_TILE_TOKENS)
@@ -271,7 +288,6 @@ ASSUMED_MFU = {
     "lora": 0.35,
     "qlora": 0.25,
 }  # share of the peak a plain PyTorch stack reaches; QLoRA dequantizes
-CPU_GFLOPS_PER_CORE = 8.0  # fp32 training on a CPU core, as measured for the tiny models in bench/
 
 
 def peak_flops(device_name: str) -> float | None:
@@ -284,11 +300,15 @@ def peak_flops(device_name: str) -> float | None:
 
 def flops_per_token(shape: ModelShape, cfg: RunConfig, mean_len: float) -> float:
     """Training FLOPs per token: 4N for LoRA (forward 2N, backward to the activations 2N; the frozen base gets no
-    weight gradients), 6N with checkpointing's second forward; plus causal attention, 2 x s x d a layer forward."""
-    n = shape.block_linear_params + shape.vocab * shape.hidden
+    weight gradients), 6N with checkpointing's second forward; plus causal attention, 2 x s x d a layer forward.
+    With adapters on the top ``lora_layers`` blocks only, the backward pass stops at the lowest of them."""
+    head = shape.vocab * shape.hidden
     ckpt = 1 if cfg.gradient_checkpointing else 0
+    part = 1.0 if ckpt else _adapted_blocks(shape, cfg) / shape.layers
     attention_forward = 2 * mean_len * shape.heads * shape.hd * shape.layers
-    return (4 + 2 * ckpt) * n + (3 + ckpt) * attention_forward
+    forward = 2 * (shape.block_linear_params + head) + attention_forward
+    backward = (2 + 2 * ckpt) * (shape.block_linear_params * part + head) + 2 * attention_forward * part
+    return forward + backward + ckpt * attention_forward
 
 
 def seconds_per_epoch(
@@ -309,10 +329,140 @@ def seconds_per_epoch(
             return None
         rate = peak * ASSUMED_MFU[cfg.method] * max(cfg.num_devices, 1)
     elif device_kind == "cpu":
-        rate = CPU_GFLOPS_PER_CORE * 1e9 * (cpu_cores or os.cpu_count() or 1)
+        rate = CPU_GFLOPS["fp32"] * 1e9 * (cpu_cores or os.cpu_count() or 1)
     else:
         return None
     return work / rate
+
+
+# -- a run on a CPU: memory (RSS) and wall-clock time -----------------------------------------------------------------
+
+# Fitted (least squares, relative error) to 12 runs of SmolLM2-135M on the development machine (2 AMD EPYC cores with
+# AVX512-BF16, 24 GB): batch 2 and 8, answers of 20 to 400 words, fp32 and bf16. `python bench/bench_cpu.py --grid`
+# prints them against fresh measurements (bench/RESULTS.md: peak RSS within 10 %, step time within 25 %).
+CPU_PROCESS_GB = (
+    0.66  # a worker with torch, transformers, TRL and the data libraries loaded, before the model
+)
+CPU_ACTIVATION_FACTOR = 2.64  # autograd's saved tensors and TRL's logit tiles on a CPU vs the GPU formula
+# Batches of varying lengths leave the allocator holding blocks of many sizes: the sample support data (longest
+# example 1.36x the mean) peaked 0.9 GB above the same model on equal-length rows (fitted to that journey run).
+CPU_SPREAD_FACTOR = 1.5
+CPU_GFLOPS = {
+    "fp32": 30.0,
+    "bf16": 42.7,
+}  # effective training rate per core (LoRA, a small Llama-shaped model)
+CPU_STEP_OVERHEAD_S = 0.15  # optimizer, logging and data loading per step, whatever its size
+CPU_START_S = 15.0  # from Train to the first step: process start, imports, loading the model and data
+CPU_MEMORY_BANDWIDTH_GBS = 12.0  # weights read per generated token while answering (scoring, chat)
+CPU_DECODE_STEP_S = 0.09  # transformers' generate on a CPU: Python and kernel overhead per generated token
+
+
+@dataclass(frozen=True)
+class CpuRun:
+    """What a run on this CPU will cost: peak memory of the worker and the time from Train to finished."""
+
+    ram_gb: float
+    start_s: float
+    train_s: float
+    eval_s: float
+    score_s: float
+    steps: int
+
+    @property
+    def total_s(self) -> float:
+        return self.start_s + self.train_s + self.eval_s + self.score_s
+
+    def summary(self) -> str:
+        parts = [f"training {_secs(self.train_s)}"]
+        if self.eval_s >= 1:
+            parts.append(f"validation {_secs(self.eval_s)}")
+        if self.score_s >= 1:
+            parts.append(f"scoring {_secs(self.score_s)}")
+        parts.append(f"start {_secs(self.start_s)}")
+        return ", ".join(parts)
+
+
+def _secs(s: float) -> str:
+    s = int(round(s))
+    return f"{s} s" if s < 90 else f"{s // 60} min {s % 60:02d} s"
+
+
+def cpu_memory_gb(
+    shape: ModelShape,
+    cfg: RunConfig,
+    *,
+    seq_len: int | None = None,
+    bf16: bool = False,
+    mean_len: float | None = None,
+) -> float:
+    """Peak resident memory of a training worker on a CPU (GB): the process, the weights (fp32, or bf16 where the
+    CPU runs bf16), the adapter with its gradients and AdamW state (fp32), and the activations autograd keeps for
+    the longest micro-batch with the scored logits, more when examples vary in length (``seq_len`` the longest
+    example, ``mean_len`` the mean)."""
+    gpu_like = memory(shape, cfg, seq_len=seq_len, sixteen_bit=bf16)
+    weight_bytes = shape.params * (2 if bf16 else 4)
+    if cfg.method == "qlora":
+        weight_bytes = shape.block_linear_params * NF4_BYTES + (shape.params - shape.block_linear_params) * 4
+    adapter = gpu_like.lora_params * 16
+    seq = min(seq_len or cfg.max_length, cfg.max_length)
+    spread = max(seq / mean_len - 1, 0.0) if mean_len else 0.0
+    factor = CPU_ACTIVATION_FACTOR * (1 + CPU_SPREAD_FACTOR * spread)
+    return CPU_PROCESS_GB + (weight_bytes + adapter) / GB + (gpu_like.activations + gpu_like.logits) * factor
+
+
+def cpu_run(
+    shape: ModelShape,
+    cfg: RunConfig,
+    *,
+    train_tokens: int,
+    train_examples: int,
+    longest: int,
+    eval_tokens: int = 0,
+    eval_examples: int = 0,
+    reference_tokens: float = 0.0,
+    prompt_tokens: float = 0.0,
+    steps: int,
+    cores: int | None = None,
+    bf16: bool = False,
+) -> CpuRun:
+    """Memory and wall-clock time of a whole run on this CPU: start, training (real tokens; ``train_tokens`` is one
+    pass over the data), the periodic validation passes, and the scoring against the base model after training
+    (``reference_tokens``/``prompt_tokens``: mean tokens of a reference answer / of a prompt)."""
+    cores = cores or os.cpu_count() or 1
+    rate = CPU_GFLOPS["bf16" if bf16 else "fp32"] * 1e9 * cores
+    mean_len = train_tokens / max(train_examples, 1)
+    examples_seen = steps * cfg.batch_size * cfg.grad_accum * max(cfg.num_devices, 1)
+    tokens = mean_len * examples_seen
+    train_s = tokens * flops_per_token(shape, cfg, mean_len) / rate + steps * CPU_STEP_OVERHEAD_S
+    forward = (
+        2 * (shape.block_linear_params + shape.vocab * shape.hidden)
+    ) / rate  # seconds per token, no grad
+    evals = 0
+    if eval_examples:
+        every = cfg.eval_steps if cfg.eval_steps > 0 else max(1, round(steps / 10))
+        evals = steps // every + (1 if steps % every else 0)
+    eval_s = evals * eval_tokens * forward
+    score_s = 0.0
+    n = min(cfg.score_examples, eval_examples or train_examples)
+    if n:
+        weight_bytes = shape.params * (2 if bf16 else 4)
+        budget = 1.5 * reference_tokens + 8
+        batches = math.ceil(n / 8)
+        decode = (
+            batches
+            * budget
+            * (CPU_DECODE_STEP_S + weight_bytes / (CPU_MEMORY_BANDWIDTH_GBS * GB) + 8 * forward)
+        )
+        prefill = n * (prompt_tokens + reference_tokens) * forward  # prompts, and the reference loss
+        score_s = 2 * (decode + prefill)  # the base model, then the fine-tuned one
+    return CpuRun(
+        ram_gb=cpu_memory_gb(shape, cfg, seq_len=longest, bf16=bf16, mean_len=mean_len),
+        start_s=CPU_START_S,
+        train_s=train_s,
+        eval_s=eval_s,
+        score_s=score_s,
+        steps=steps,
+    )
 
 
 # -- fitting on a card ---------------------------------------------------------------------------------------------

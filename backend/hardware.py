@@ -12,36 +12,63 @@ import subprocess
 import time
 from dataclasses import dataclass
 
+from backend.errors import RunFailed
 from backend.hf import DeviceCaps
 
 
-def detect(preference: str = "auto") -> DeviceCaps:
+def cpu_has_bf16() -> bool:
+    """Does this CPU have bf16 matrix instructions (x86 AVX512-BF16 or AMX)? Torch-free (``/proc/cpuinfo``).
+
+    Only there is bf16 faster than fp32 on a CPU (measured 1.3x for SmolLM2-135M LoRA steps on 2 AMD EPYC cores,
+    bench/RESULTS.md); elsewhere torch emulates it, slower than fp32."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def detect(preference: str = "auto", precision: str = "auto") -> DeviceCaps:
+    """The device to use and the number formats it will run in (``precision``: auto, fp32, bf16, fp16)."""
     import torch
 
     if preference in ("auto", "cuda") and torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
+        bf16_ok = torch.cuda.is_bf16_supported()  # Ampere and newer; never ask for bf16 where it is emulated
+        if precision == "bf16" and not bf16_ok:
+            raise RunFailed(
+                f"precision = bf16 was asked for, but {torch.cuda.get_device_name(0)} does not support bf16. "
+                "Fix: use precision auto (fp16 on this GPU) or fp32."
+            )
         return DeviceCaps(
             "cuda",
-            bf16=torch.cuda.is_bf16_supported(),  # Ampere and newer; never ask for bf16 where it is emulated
-            fp16=True,
+            bf16=bf16_ok and precision in ("auto", "bf16"),
+            fp16=precision in ("auto", "fp16"),
             name=torch.cuda.get_device_name(0),
             memory_gb=round(props.total_memory / 2**30, 2),
         )
     if preference == "cuda":
-        raise RuntimeError(
+        raise RunFailed(
             "device = cuda was asked for, but no CUDA GPU is visible. Fix: use device auto or cpu."
         )
+    if precision == "fp16":
+        raise RunFailed("precision = fp16 needs a CUDA GPU, and there is none. Fix: use precision auto.")
     mps = getattr(torch.backends, "mps", None)
     if preference in ("auto", "mps") and mps is not None and mps.is_available():
         return DeviceCaps(
             "mps", bf16=False, fp16=False, name="Apple MPS"
         )  # fp32: mixed precision on MPS is not dependable
     if preference == "mps":
-        raise RuntimeError(
+        raise RunFailed(
             "device = mps was asked for, but Apple MPS is not available. Fix: use device auto or cpu."
         )
-    # fp32 on CPU: bf16 autocast on CPU is slow on most chips and changes results; correctness first.
-    return DeviceCaps("cpu", bf16=False, fp16=False, name="CPU")
+    # bf16 on a CPU only where it has bf16 instructions (or when asked for): elsewhere it is emulated and slower.
+    bf16 = precision == "bf16" or (precision == "auto" and cpu_has_bf16())
+    return DeviceCaps("cpu", bf16=bf16, fp16=False, name="CPU" + (" (bf16)" if bf16 else ""))
 
 
 @dataclass(frozen=True)
@@ -132,3 +159,18 @@ def gpu_memory_of_groups(process_groups: list[int], gpu_index: int) -> float:
         except (ValueError, OSError):
             continue
     return total
+
+
+def ram_available_gb(our_pids: list[int] | None = None) -> float:
+    """Memory a new job can count on (GB): what is free now, plus what our own running processes hold (a queued
+    job starts only after them). Torch-free."""
+    import psutil
+
+    free = psutil.virtual_memory().available
+    for pid in our_pids or []:
+        try:
+            proc = psutil.Process(pid)
+            free += proc.memory_info().rss + sum(c.memory_info().rss for c in proc.children(recursive=True))
+        except (psutil.Error, OSError):
+            continue
+    return free / 2**30

@@ -81,8 +81,27 @@ RESUME_CHANGES = frozenset(
         "oom_retry",
         "score_examples",
         "device",
+        "precision",
     }
 )
+
+
+@dataclass(frozen=True)
+class CpuEstimate:
+    """What a run will cost on this CPU (``estimate.CpuRun``), from the dataset's exact token counts."""
+
+    run: estimate.CpuRun
+    longest: int  # the longest training example, in tokens, capped at max_length
+    available_gb: float  # memory this job can count on: free now, plus what our running job will give back
+    cores: int
+    bf16: bool
+    train_rows: int = 0
+    tokens_per_epoch: int = 0
+    epochs: float = 0.0
+
+    @property
+    def fits(self) -> bool:
+        return self.run.ram_gb <= self.available_gb
 
 
 class ResumeError(ValueError):
@@ -156,14 +175,7 @@ class Manager:
         if record is not None and ref is not None:
             problems.extend(_length_problems(record.path, _shape(record), ref, config, self.paths))
         if not problems:
-            problems.extend(
-                self._memory_problems(
-                    config,
-                    record.path if record else None,
-                    _shape(record) if record else "prompt_response",
-                    ref,
-                )
-            )
+            problems.extend(self._memory_problems(config, record, ref))
         if problems:
             raise ConfigError(problems)
         assert record is not None
@@ -313,6 +325,9 @@ class Manager:
             where = f"{gpus[0].name}" + (f" (x{len(gpus)})" if len(gpus) > 1 else "")
             lines.append(fit.message(where) if fit.fits else "Will not fit: " + fit.message(where))
         else:
+            cpu = self.cpu_estimate(record, config) if record else None
+            if cpu is not None:
+                return cpu.fits, self._cpu_lines(cpu, shape, config)
             need = estimate.memory(shape, config, seq_len=seq)
             lines.append(
                 f"No NVIDIA GPU here: it will train on the CPU. On a GPU it would need about "
@@ -339,6 +354,112 @@ class Manager:
                 )
         return fits, "  \n".join(lines)
 
+    def cpu_estimate(self, dataset: str | DatasetRecord | None, config: RunConfig) -> CpuEstimate | None:
+        """Memory and time of this job on this machine's CPU, from the dataset's exact token counts with the
+        model's own tokenizer and chat template (the Data tab's report, cached per dataset version); None while the
+        model's shape or tokenizer is not on this machine. Torch-free."""
+        from backend import report
+        from backend.chatformat import ChatFormat
+        from backend.readers import DataError
+
+        record = self.store.get_dataset(dataset) if isinstance(dataset, str) else dataset
+        shape = estimate.model_shape(config.base_model, self.paths)
+        if record is None or shape is None:
+            return None
+        try:
+            fmt = ChatFormat.load(config.base_model, self.paths)
+            tokens = report.token_report(
+                record, fmt, system_prompt=config.system_prompt, max_length=config.max_length
+            )
+        except (DataError, OSError, ValueError):
+            return None
+        if not tokens.train_rows:
+            return None
+        bf16 = config.precision == "bf16" or (config.precision == "auto" and hardware.cpu_has_bf16())
+        cores = os.cpu_count() or 1
+        from backend import hf
+
+        n_val = tokens.validation_rows
+        reference = (
+            (tokens.validation_trained_tokens / n_val)
+            if n_val
+            else (tokens.trained_tokens_per_epoch / tokens.train_rows)
+        )
+        prompt = (
+            ((tokens.validation_tokens - tokens.validation_trained_tokens) / n_val)
+            if n_val
+            else ((tokens.tokens_per_epoch - tokens.trained_tokens_per_epoch) / tokens.train_rows)
+        )
+        run = estimate.cpu_run(
+            shape,
+            config,
+            train_tokens=tokens.tokens_per_epoch,
+            train_examples=tokens.train_rows,
+            longest=tokens.train_longest,
+            eval_tokens=tokens.validation_tokens,
+            eval_examples=n_val,
+            reference_tokens=reference,
+            prompt_tokens=prompt,
+            steps=hf.planned_steps(config, tokens.train_rows),
+            cores=cores,
+            bf16=bf16,
+        )
+        per_step = config.batch_size * config.grad_accum * max(config.num_devices, 1)
+        return CpuEstimate(
+            run,
+            tokens.train_longest,
+            self._ram_budget_gb(),
+            cores,
+            bf16,
+            train_rows=tokens.train_rows,
+            tokens_per_epoch=tokens.tokens_per_epoch,
+            epochs=run.steps * per_step / tokens.train_rows,
+        )
+
+    def _ram_budget_gb(self) -> float:
+        """Memory a new CPU job can count on: free now, plus what our running job holds (it finishes first)."""
+        running = [r.pid for r in self._running.values()] or [
+            j.pid for j in self.store.list_jobs((JobStatus.RUNNING,)) if j.pid
+        ]
+        return hardware.ram_available_gb(running)
+
+    def _cpu_lines(self, cpu: CpuEstimate, shape: estimate.ModelShape, config: RunConfig) -> str:
+        r = cpu.run
+        lines = [
+            f"No NVIDIA GPU here: it will train on the CPU ({cpu.cores} cores, {'bf16' if cpu.bf16 else 'fp32'}). "
+            f"About **{estimate._secs(r.total_s)}** from Train to finished ({r.summary()}; {r.steps} steps are "
+            f"{cpu.epochs:.3g} epochs of {cpu.train_rows:,} examples, {cpu.tokens_per_epoch:,} tokens each). A "
+            "rough figure (±30 %): the Runs tab shows the real pace.",
+        ]
+        if cpu.fits:
+            lines.append(
+                f"Peak memory about {r.ram_gb:.1f} GB of the {cpu.available_gb:.1f} GB this machine has free."
+            )
+        else:
+            lines.append("Will not fit: " + self._cpu_refusal(cpu, shape, config))
+        return "  \n".join(lines)
+
+    def _cpu_refusal(self, cpu: CpuEstimate, shape: estimate.ModelShape, config: RunConfig) -> str:
+        tips = []
+        for label, changed in estimate._alternatives(config, cpu.longest):
+            if changed.method == "qlora":
+                continue  # 4-bit saves little on a CPU and makes every step slower
+            need = estimate.cpu_memory_gb(
+                shape,
+                changed,
+                seq_len=cpu.longest,
+                bf16=cpu.bf16,
+                mean_len=cpu.tokens_per_epoch / max(cpu.train_rows, 1),
+            )
+            if need <= cpu.available_gb:
+                tips.append(f"{label} (about {need:.1f} GB)")
+        return (
+            f"this job needs about {cpu.run.ram_gb:.1f} GB of memory on the CPU, and this machine has "
+            f"{cpu.available_gb:.1f} GB free. Fix: "
+            + ("; or ".join(tips[:3]) if tips else "use a smaller model, or a machine with more memory")
+            + "."
+        )
+
     def _gpus_for(self, config: RunConfig) -> list[hardware.Gpu]:
         if config.device in ("cpu", "mps"):
             return []
@@ -356,11 +477,25 @@ class Manager:
         return gpu.free_gb + ours
 
     def _memory_problems(
-        self, config: RunConfig, dataset_path: str | None, shape: str, ref: models.ModelRef | None
+        self, config: RunConfig, record: DatasetRecord | None, ref: models.ModelRef | None
     ) -> list[Problem]:
+        """Refuse, before queueing, a job that will not fit the GPU, or this machine's memory when it trains on the
+        CPU, with changes that would fit."""
         gpus = self._gpus_for(config)
-        if not gpus or ref is None:
-            return []  # CPU training: no GPU to overflow (the worker reports if the machine runs out of memory)
+        if ref is None or record is None:
+            return []
+        dataset_path, shape = record.path, _shape(record)
+        if not gpus:
+            mshape = estimate.model_shape(config.base_model, self.paths)
+            cpu = self.cpu_estimate(record, config)
+            if cpu is None or mshape is None or cpu.fits:
+                return []
+            text = self._cpu_refusal(cpu, mshape, config)
+            return [
+                Problem(
+                    "memory", f"{cpu.run.ram_gb:.1f} GB", text.split(" Fix: ")[0], text.split(" Fix: ")[-1]
+                )
+            ]
         mshape = estimate.model_shape(config.base_model, self.paths)
         if mshape is None:
             return []
@@ -708,8 +843,11 @@ def _dataset_tokens(dataset_path: str, shape: str, config: RunConfig, paths: Pat
     """Token counts with the model's tokenizer.json (torch-free), or None while the tokenizer is not here."""
     ref = models.resolve(config.base_model, paths)
     tok_file = models.tokenizer_file(ref)
-    if tok_file is None and ref.is_tiny:
-        models.build_tiny(paths)
+    if tok_file is None and ref.made_here:
+        try:
+            models.materialize_in_child(ref, paths)
+        except models.ModelError:
+            return None  # the worker converts it again and reports the problem as the job's reason
         tok_file = models.tokenizer_file(ref)
     if tok_file is None:
         return None

@@ -140,8 +140,9 @@ def serve(stdin: Any = None, stdout: Any = None) -> None:
                     lambda m, rid=rid: send({"id": rid, "wait": m}),
                     lambda rid=rid: rid in cancelled,
                 )
+            like = next((a for a in columns if a), None)  # the base alone answers in the runs' number format
             for col, adapter in enumerate(columns):
-                loaded, mode = pool.use(req["base_model"], adapter)
+                loaded, mode = pool.use(req["base_model"], adapter, like=like)
                 with mode:
                     for piece in stream(
                         loaded,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import yaml
 
 from backend.config import ConfigError, Problem, RunConfig
-from backend.settings import PRESETS_DIR
+from backend.settings import PRESETS_DIR, Paths
 
 _META_KEYS = ("description", "hardware")
 
@@ -24,6 +25,25 @@ class Preset:
 
 class PresetError(ValueError):
     pass
+
+
+STARTER_PRESET = "smollm2-135m"  # a real model that trains on any CPU with no network
+GPU_PRESET = "qwen2.5-0.5b-qlora"  # the smallest real Hub assistant, for a machine with a GPU and the Hub
+
+
+def default_preset(paths: Paths, has_gpu: Callable[[], bool] | None = None) -> str:
+    """The preset a person starts from (the Train tab, ``tunedeck train`` without --preset): the starter model
+    wherever there is no GPU; on a GPU, the small Hub assistant when its model can be had (cached, or the Hub
+    reachable), else the starter model again."""
+    from backend import hardware, models
+
+    if not (has_gpu or (lambda: bool(hardware.gpu_inventory())))():
+        return STARTER_PRESET
+    try:
+        models.check_available(load_preset(GPU_PRESET).config.base_model, paths)
+        return GPU_PRESET
+    except (PresetError, ConfigError, models.ModelError):
+        return STARTER_PRESET
 
 
 def list_presets(directory: Path = PRESETS_DIR) -> list[Preset]:

@@ -44,6 +44,8 @@ class TokenReport:
     max_length: int | None
     over_max_length: int  # rows longer than max_length (estimated when sampled)
     histogram: list[dict[str, Any]]  # [{"tokens": "0-63", "rows": n, "from": 0, "to": 63}]
+    validation_trained_tokens: int = 0  # the loss-bearing part of the validation tokens (reference answers)
+    train_longest: int = 0  # the longest training example, capped at max_length (what a micro-batch can hold)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,8 +72,11 @@ def cache_dir(record: DatasetRecord) -> Path:
     return Path(record.path).parent / "cache"
 
 
+LENGTHS_VERSION = 2  # 2: the rows of a separate validation file are measured too
+
+
 def _key(fmt: ChatFormat, system_prompt: str) -> str:
-    return f"{fmt.fingerprint}-{hashlib.sha256(system_prompt.encode()).hexdigest()[:8]}"
+    return f"{fmt.fingerprint}-v{LENGTHS_VERSION}-{hashlib.sha256(system_prompt.encode()).hexdigest()[:8]}"
 
 
 def save_lengths(
@@ -98,8 +103,11 @@ def _measure(
     if target.is_file():
         with np.load(target) as z:
             return z["index"], z["total"], z["trained"]
+    import pyarrow.parquet as pq
+
     shape = record.info.get("shape", "prompt_response")
-    n = record.n_rows
+    # Every stored row, the validation file's included (record.n_rows counts the rows kept from the main file).
+    n = pq.ParquetFile(record.path).metadata.num_rows
     index = np.arange(n)
     if n > sample_limit:
         index = np.sort(np.random.default_rng(0).choice(n, sample_limit, replace=False))
@@ -179,6 +187,8 @@ def token_report(
         max_length=max_length,
         over_max_length=int(round(over * len(meta) / max(len(index), 1))),
         histogram=histogram(total, bins),
+        validation_trained_tokens=int(round(trained_capped[~is_train].sum() * scale_val)),
+        train_longest=int(capped[is_train].max()) if is_train.any() else 0,
     )
 
 

@@ -9,7 +9,12 @@ from pathlib import Path
 DEFAULT_HOME = Path.home() / ".tunedeck"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PRESETS_DIR = PROJECT_ROOT / "presets"
-SAMPLE_CSV = PROJECT_ROOT / "presets" / "samples" / "capitals.csv"
+# The sample a person tries first: 215 support questions about a fictional robot vacuum (43 facts, five phrasings
+# each) and a validation file asking about the same 43 facts in words the training rows do not use.
+SAMPLE_CSV = PROJECT_ROOT / "presets" / "samples" / "skylark-support.csv"
+SAMPLE_VALIDATION_CSV = PROJECT_ROOT / "presets" / "samples" / "skylark-support-validation.csv"
+# 32 questions about capital cities: small enough that tests train tiny-offline on it in seconds.
+CAPITALS_CSV = PROJECT_ROOT / "presets" / "samples" / "capitals.csv"
 
 
 @dataclass(frozen=True)

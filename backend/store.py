@@ -18,7 +18,7 @@ from typing import Any
 
 from backend.jobs import JobStatus, check_transition
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class DatasetGone(KeyError):
@@ -57,7 +57,8 @@ CREATE TABLE IF NOT EXISTS progress (
     step INTEGER NOT NULL,
     total_steps INTEGER NOT NULL,
     eta_s REAL,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    activity TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS votes (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -115,6 +116,7 @@ class Progress:
     total_steps: int
     eta_s: float | None
     updated: float
+    activity: str = ""  # what the worker does besides training steps, in words; "" while it trains
 
 
 class Store:
@@ -172,6 +174,11 @@ class Store:
             for col in ("resumed_from", "retry_of"):
                 if col not in cols:
                     c.execute(f"ALTER TABLE jobs ADD COLUMN {col} TEXT NOT NULL DEFAULT ''")
+        if version < 4:
+            # What a running worker does besides training steps ("scoring 5/16 held-out examples"), for the UI.
+            cols = {r["name"] for r in c.execute("PRAGMA table_info(progress)").fetchall()}
+            if "activity" not in cols:
+                c.execute("ALTER TABLE progress ADD COLUMN activity TEXT NOT NULL DEFAULT ''")
         c.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     # -- datasets -------------------------------------------------------------------------------------------
@@ -357,16 +364,27 @@ class Store:
     # -- progress and metrics (written by the worker) -------------------------------------------------------
 
     def set_progress(self, job_id: str, step: int, total_steps: int, eta_s: float | None) -> None:
+        """Training progress (clears any activity: the worker is back to taking steps)."""
         with self._tx() as c:
             c.execute(
-                "INSERT OR REPLACE INTO progress VALUES (?,?,?,?,?)",
+                "INSERT OR REPLACE INTO progress (job_id, step, total_steps, eta_s, updated, activity) "
+                "VALUES (?,?,?,?,?,'')",
                 (job_id, step, total_steps, eta_s, time.time()),
+            )
+
+    def set_activity(self, job_id: str, activity: str) -> None:
+        """What the worker is doing besides training steps (making a model copy, scoring 5/16), keeping the step."""
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO progress (job_id, step, total_steps, eta_s, updated, activity) VALUES (?,0,0,NULL,?,?) "
+                "ON CONFLICT(job_id) DO UPDATE SET activity=excluded.activity, updated=excluded.updated",
+                (job_id, time.time(), activity),
             )
 
     def get_progress(self, job_id: str) -> Progress | None:
         with self._conn() as c:
             r = c.execute("SELECT * FROM progress WHERE job_id=?", (job_id,)).fetchone()
-        return Progress(r["step"], r["total_steps"], r["eta_s"], r["updated"]) if r else None
+        return Progress(r["step"], r["total_steps"], r["eta_s"], r["updated"], r["activity"]) if r else None
 
     def add_metrics(self, job_id: str, step: int, values: dict[str, float]) -> None:
         now = time.time()
@@ -390,7 +408,8 @@ class Store:
         with self._tx() as c:
             if total_steps is not None:
                 c.execute(
-                    "INSERT OR REPLACE INTO progress VALUES (?,?,?,?,?)",
+                    "INSERT OR REPLACE INTO progress (job_id, step, total_steps, eta_s, updated, activity) "
+                    "VALUES (?,?,?,?,?,'')",
                     (job_id, step, total_steps, eta_s, now),
                 )
             c.executemany(

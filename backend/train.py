@@ -327,6 +327,12 @@ class Recipe:
     def step(self) -> int:
         return self.trainer.state.global_step if self.trainer is not None else 0
 
+    def _say(self, text: str) -> None:
+        """Log a long preparation step and show it as the job's activity in the Runs tab."""
+        log.info("%s", text)
+        if self.is_main:
+            self.store.set_activity(self.spec.job_id, text[:1].lower() + text[1:])
+
     # -- setup, in dependency order -------------------------------------------------------------------------
 
     def setup(self) -> None:
@@ -338,7 +344,7 @@ class Recipe:
     def _setup_device(self) -> None:
         from backend.hardware import detect
 
-        self.caps = detect(self.cfg.device)
+        self.caps = detect(self.cfg.device, self.cfg.precision)
         if self.caps.kind == "cpu":
             import torch
 
@@ -364,15 +370,13 @@ class Recipe:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from backend import estimate, hf, models, tinymodel
+        from backend import estimate, hf, models
 
         try:
             self.model_ref = models.check_available(self.cfg.base_model, self.paths)
+            source = models.materialize(self.model_ref, progress=self._say)
         except models.ModelError as exc:
             raise RunFailed(str(exc)) from None
-        if self.model_ref.is_tiny:
-            tinymodel.build(self.model_ref.location)
-        source = self.model_ref.location
         # Code from the model's repository runs only when the person turned trust_remote_code on for this run.
         self.tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=self.cfg.trust_remote_code)
         if self.tokenizer.pad_token is None:
@@ -464,7 +468,7 @@ class Recipe:
             train_dataset=self.train_dataset,
             eval_dataset=self.eval_dataset,
             processing_class=self.tokenizer,
-            peft_config=hf.lora_config(cfg),
+            peft_config=hf.lora_config(cfg, *_blocks(self.model)),
             callbacks=[self.callback],
         )
         # Our callback logs each step with the job id; the Trainer's own printer would log it a second time.
@@ -491,6 +495,8 @@ class Recipe:
     # -- run ------------------------------------------------------------------------------------------------
 
     def train(self) -> RunResult:
+        from backend import hf, runcard
+
         t0 = time.monotonic()
         if self.stop.is_set():
             return RunResult(
@@ -513,11 +519,22 @@ class Recipe:
         )  # every process takes part (FSDP gathers); the first one writes
         if self.is_main:
             self.tokenizer.save_pretrained(str(adapter_dir))
+            name_base_model(adapter_dir, self.model_ref.portable_name)
+            runcard.write(
+                adapter_dir,
+                run=self.spec.job_id,
+                base_model=self.cfg.base_model,
+                upstream=self.model_ref.upstream,
+                dtype=hf.compute_dtype_name(self.caps),
+                dataset=self.spec.dataset_id,
+                config=self.spec.config,
+            )
         losses = self.callback.losses
         cancelled = self.stop.is_set() and state.global_step < state.max_steps
         checkpoint = last_checkpoint(self.job_dir)
         extra = {
             "base_model": self.cfg.base_model,
+            "base_model_upstream": self.model_ref.upstream,
             "method": self.cfg.method,
             "batching": self.batching,
             "world_size": self.world_size,
@@ -586,13 +603,21 @@ class Recipe:
         loaded = Loaded(model, self.tokenizer, self.cfg.base_model, result.adapter_dir)
 
         class TrainedModel:  # what evaluate.score asks of a model pool
-            def use(self, base_model: str, adapter_dir: str | None):
+            def use(self, base_model: str, adapter_dir: str | None, like: str | None = None):
                 return loaded, (model.disable_adapter() if adapter_dir is None else contextlib.nullcontext())
 
         log.info("scoring the run against its base model on up to %d held-out examples", n)
         try:
             res = evaluate.score(
-                self.store, job, result.adapter_dir, TrainedModel(), limit=n, should_stop=self.stop.is_set
+                self.store,
+                job,
+                result.adapter_dir,
+                TrainedModel(),
+                limit=n,
+                should_stop=self.stop.is_set,
+                on_progress=lambda done, total: self.store.set_activity(
+                    self.spec.job_id, f"scoring against the base model: {done} of {total} answers written"
+                ),
             )
         except evaluate.Stopped:
             log.info("scoring skipped: the job was cancelled")
@@ -642,6 +667,35 @@ def oom_suggestions(cfg: RunConfig | None, recipe: Recipe | None) -> str:
     if cfg.oom_retry and cfg.batch_size > 1:
         tips.append("oom_retry is on, so TuneDeck retries with half the batch by itself")
     return "; or ".join(tips) + "."
+
+
+def _blocks(model: Any) -> tuple[int | None, list[str]]:
+    """(number of transformer blocks, names of the linear layers inside a block) of a causal LM, for lora_layers."""
+    import torch
+
+    n = getattr(model.config.get_text_config(), "num_hidden_layers", None)
+    names = sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and ".layers." in name
+        }
+    )
+    return n, names
+
+
+def name_base_model(adapter_dir: str | Path, base: str) -> None:
+    """Write the portable name of the base (its Hub id where known) into adapter_config.json, so the adapter loads
+    anywhere with plain PEFT (AutoPeftModelForCausalLM reads it), instead of this machine's folder path."""
+    path = Path(adapter_dir) / "adapter_config.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    data["base_model_name_or_path"] = base
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    tmp.replace(path)
 
 
 def _peak_rss_mb() -> float:

@@ -51,6 +51,7 @@ def job_view(store: Store, job: JobRecord, positions: dict[str, int] | None = No
         "queue_position": positions.get(job.id),
         "pid": job.pid if job.status is JobStatus.RUNNING else None,
         "step": progress.step if progress else 0,
+        "activity": progress.activity if progress and job.status is JobStatus.RUNNING else "",
         "total_steps": progress.total_steps if progress else None,
         "eta_s": round(progress.eta_s, 1)
         if progress and progress.eta_s is not None and job.status is JobStatus.RUNNING
@@ -108,6 +109,8 @@ def status_line(v: dict[str, Any]) -> str:
         return f"queued (position {pos} in line)" if pos else "queued"
     if s == "running":
         total = v.get("total_steps")
+        if v.get("activity"):
+            return f"running: {v['activity']}"
         if not total:
             return "running: loading the model and data"
         if v.get("step") == total:

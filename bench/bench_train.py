@@ -2,6 +2,11 @@
 otherwise run, side by side in one run (interleaved repetitions, medians).
 
     python bench/bench_train.py [--reps 3] [--steps 30] [--ttfs-rows 10000] [--write]
+    python bench/bench_train.py --model smollm2-135m [--reps 3] [--steps 12] [--write]
+
+``--model smollm2-135m`` runs the same comparison on the starter model (a real 135M-parameter model, where per-token
+work outweighs per-step overhead), in bf16 where the CPU has bf16 instructions (as its preset trains), without the
+time-to-first-step part; it writes its own section of bench/RESULTS.md.
 
 Variants, all on the same model, data, LoRA settings (r 16, alpha 32, dropout 0, all linear layers), batch 8,
 steps and learning-rate schedule, fp32 on the CPU, each in a fresh interpreter:
@@ -98,8 +103,11 @@ def child(kind: str, spec: dict) -> dict:
         torch.set_flush_denormal(True)
         kind = kind.removesuffix("+ftz")
     torch.manual_seed(0)
+    bf16 = spec.get("precision") == "bf16"
     tok = AutoTokenizer.from_pretrained(spec["model"])
-    model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        spec["model"], dtype=torch.bfloat16 if bf16 else torch.float32
+    )
     frame = pd.read_parquet(spec["data"])
     lora = LoraConfig(
         r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", bias="none", task_type="CAUSAL_LM"
@@ -117,7 +125,7 @@ def child(kind: str, spec: dict) -> dict:
         report_to="none",
         disable_tqdm=True,
         use_cpu=True,
-        bf16=False,
+        bf16=bf16,
         seed=42,
         data_seed=42,
         dataloader_num_workers=0,
@@ -332,11 +340,14 @@ def main() -> int:
     p.add_argument("--rows", type=int, default=512, help="rows of the throughput datasets")
     p.add_argument("--ttfs-rows", type=int, default=10000)
     p.add_argument("--write", action="store_true", help="write the results into bench/RESULTS.md")
+    p.add_argument("--model", choices=("bench-llama", "smollm2-135m"), default="bench-llama")
     p.add_argument("--child", nargs=2, metavar=("KIND", "SPEC"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         print(json.dumps(child(args.child[0], json.loads(args.child[1]))))
         return 0
+    if args.model == "smollm2-135m":
+        return starter_main(args)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -389,6 +400,131 @@ def main() -> int:
     if args.write:
         write_results(table)
     return 0
+
+
+def starter_main(args) -> int:
+    """The starter model: TuneDeck against the bare TRL script (flat and skewed data) and a padded Trainer (skewed),
+    same model, data, LoRA, batch, steps and precision; fresh processes, interleaved repetitions."""
+    from backend import models
+    from backend.hardware import cpu_has_bf16
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ["TUNEDECK_STANDBY_WORKER"] = "0"
+    work = Path(tempfile.mkdtemp(prefix="tunedeck-bench-starter-"))
+    bench = Bench(work / "home")
+    model = models.materialize(models.resolve(models.STARTER.name, bench.paths))
+    precision = "bf16" if cpu_has_bf16() else "fp32"
+    print(f"model: SmolLM2-135M-Instruct ({model}), {precision} on CPU; work dir {work}", flush=True)
+    datasets = {
+        kind: bench.add_dataset(write_csv(work / f"{kind}.csv", args.rows, kind, seed=1), kind)
+        for kind in ("flat", "skewed")
+    }
+    results: dict[tuple[str, str], list[dict]] = {}
+    for rep in range(args.reps):
+        for kind, rec in datasets.items():
+            order = ["tunedeck", "trl"] + (["hf-padded"] if kind == "skewed" else [])
+            random.Random(rep).shuffle(order)
+            for variant in order:
+                if variant == "tunedeck":
+                    r = bench.run_job(kind, bench.config(model, args.steps, precision=precision))
+                else:
+                    spec = {
+                        "model": model,
+                        "data": rec.path,
+                        "steps": args.steps,
+                        "out": str(work / "out"),
+                        "precision": precision,
+                    }
+                    r = run_child(variant, spec)
+                results.setdefault((kind, variant), []).append(r)
+                print(
+                    f"rep {rep + 1} {kind:<6} {variant:<9} {step_tps(r):7.0f} real tokens/s (steps 2..N) "
+                    f"train {r['train_runtime']:.1f} s wall {r['wall_s']:.1f} s peak RSS {r['peak_rss_mb']:.0f} MB",
+                    flush=True,
+                )
+    table = starter_report(results, args, precision)
+    print(table)
+    if args.write:
+        write_section("## Training: the starter model (SmolLM2-135M)", table)
+    return 0
+
+
+def starter_report(results: dict, args, precision: str) -> str:
+    def row(kind: str, variant: str) -> dict:
+        rs = results[(kind, variant)]
+        return {
+            "tps": med(step_tps(r) for r in rs),
+            "wall": med(r["wall_s"] for r in rs),
+            "train": med(r["train_runtime"] for r in rs),
+            "rss": med(r["peak_rss_mb"] for r in rs),
+            "all": [round(step_tps(r)) for r in rs],
+            "batching": rs[0].get("batching", ""),
+        }
+
+    lines = [
+        f"`python bench/bench_train.py --model smollm2-135m --reps {args.reps} --steps {args.steps} --rows "
+        f"{args.rows}` on {time.strftime('%Y-%m-%d')}: {os.cpu_count()} CPU cores, {_ram_gb():.0f} GB RAM, no GPU. "
+        f"SmolLM2-135M-Instruct (the starter model's copy), {precision}, LoRA r 16, alpha 32, dropout 0, all linear "
+        f"layers of all blocks, batch 8, {args.steps} steps, max_length 512; {args.rows}-row *flat* and *skewed* "
+        f"datasets as above. Medians of {args.reps} interleaved repetitions, each a fresh process. Wall = from the "
+        "command (TuneDeck: `Manager.submit`) to the process's end, start-up and tokenization included.",
+        "",
+        "| data | path | real tokens/s, steps 2..N | each run | train (s) | wall (s) | peak RSS (MB) | notes |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    labels = {
+        "tunedeck": "TuneDeck",
+        "trl": "bare TRL SFTTrainer",
+        "hf-padded": "padded transformers.Trainer",
+    }
+    for kind in ("flat", "skewed"):
+        for variant, label in labels.items():
+            if (kind, variant) in results:
+                r = row(kind, variant)
+                lines.append(
+                    f"| {kind} | {label} | {r['tps']:,.0f} | {r['all']} | {r['train']:.1f} | {r['wall']:.1f} | "
+                    f"{r['rss']:.0f} | {('batching: ' + r['batching']) if r['batching'] else ''} |"
+                )
+    ours, trl = row("flat", "tunedeck"), row("flat", "trl")
+    skew, padded = row("skewed", "tunedeck"), row("skewed", "hf-padded")
+
+    def check(label: str, ratio: float, need: float, le: bool = False) -> str:
+        met = ratio <= need if le else ratio >= need
+        return f"| {label} | {ratio:.2f} × | {'yes' if met else 'no'} |"
+
+    lines += [
+        "",
+        "| target | measured | met |",
+        "|---|---|---|",
+        check("flat: in-loop real tokens/s ≥ 0.97 × bare TRL", ours["tps"] / trl["tps"], 0.97),
+        check(
+            "flat: whole process, command to exit ≤ 1.10 × bare TRL",
+            ours["wall"] / trl["wall"],
+            1.10,
+            le=True,
+        ),
+        check("flat: peak RSS ≤ 1.0 × bare TRL", ours["rss"] / trl["rss"], 1.0, le=True),
+        check(
+            "skewed: real tokens/s vs padded transformers.Trainer ≥ 1.5 ×", skew["tps"] / padded["tps"], 1.5
+        ),
+        check(
+            "skewed: real tokens/s vs bare TRL (for reference)",
+            skew["tps"] / row("skewed", "trl")["tps"],
+            0.0,
+        ),
+    ]
+    return "\n".join(lines)
+
+
+def write_section(head: str, table: str) -> None:
+    path = ROOT / "bench" / "RESULTS.md"
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    start = text.find(head + "\n")
+    if start >= 0:
+        end = text.find("\n## ", start + 1)
+        text = text[:start] + text[end + 1 :] if end >= 0 else text[:start]
+    path.write_text(text.rstrip() + f"\n\n{head}\n\n{table}\n")
 
 
 def _params(model: str) -> int:

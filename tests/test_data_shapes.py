@@ -219,12 +219,12 @@ def test_validation_size_rule():
 
 
 def test_small_files_keep_every_row_for_training(store, paths):
-    from backend.settings import SAMPLE_CSV
+    from backend.settings import CAPITALS_CSV
 
-    record, report = import_dataset(store, paths, SAMPLE_CSV)
+    record, report = import_dataset(store, paths, CAPITALS_CSV)
     assert (report.train_rows, report.validation_rows) == (32, 0)
     assert any("fewer than 100 rows every row is used for training" in n for n in report.notes)
-    _, none = import_dataset(store, paths, SAMPLE_CSV, name="none", validation="none")
+    _, none = import_dataset(store, paths, CAPITALS_CSV, name="none", validation="none")
     assert none.validation == "none" and not any("fewer than 100" in n for n in none.notes)
 
 

@@ -15,22 +15,41 @@ from pathlib import Path
 
 import pytest
 
-from backend.settings import PROJECT_ROOT, SAMPLE_CSV, Paths
-from tests.cli_util import offline_env, tunedeck, tunedeck_json
-from tests.conftest import link_tiny_model
+from backend.settings import CAPITALS_CSV, PROJECT_ROOT, Paths
+from tests.cli_util import offline_env, plain_peft_answer, tunedeck, tunedeck_json
+from tests.conftest import link_starter_model, link_tiny_model
 
 pytestmark = pytest.mark.slow
 QUESTION = "What is the capital of France?"
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory, tiny_model_build: Path) -> dict:
+def home(tmp_path_factory: pytest.TempPathFactory, tiny_model_build: Path, starter_model_build: Path):
+    """One data directory for the module. Tests share its dataset and finished run; whatever one of them leaves
+    queued or running is cancelled after it (finish_jobs), so the one-job-at-a-time queue never makes the next test
+    wait on it. The starter model is linked in so the app's background preparation of it has nothing to do."""
     root = tmp_path_factory.mktemp("e2e-home")
     link_tiny_model(Paths.from_env(root), tiny_model_build)
+    link_starter_model(Paths.from_env(root), starter_model_build)
     env = offline_env(root)
-    added = tunedeck_json(env, "data", "add", str(SAMPLE_CSV), "--name", "capitals")
+    added = tunedeck_json(env, "data", "add", str(CAPITALS_CSV), "--name", "capitals")
     assert added["rows"] == 32 and added["mapping"]["prompt"] == "question"
-    return {"root": root, "env": env}
+    yield {"root": root, "env": env}
+    finish_jobs({"root": root, "env": env})
+
+
+@pytest.fixture(autouse=True)
+def _no_job_left_behind(request: pytest.FixtureRequest):
+    """After each test that uses the shared home, cancel what it left queued or running (also when it failed)."""
+    yield
+    if "home" in request.fixturenames:
+        finish_jobs(request.getfixturevalue("home"))
+
+
+def finish_jobs(home: dict) -> None:
+    for job in tunedeck_json(home["env"], "jobs"):
+        if job["status"] in ("queued", "running"):
+            tunedeck(home["env"], "cancel", job["id"], "--timeout", "60")
 
 
 @pytest.fixture(scope="module")
@@ -91,26 +110,12 @@ def test_a_finished_run_is_scored_against_its_base_model(home: dict, trained: di
 
 def test_adapter_reloads_with_plain_peft_and_answers_the_same(home: dict, trained: dict) -> None:
     import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     ours = tunedeck_json(
         home["env"], "generate", trained["id"], "--prompt", QUESTION, "--max-new-tokens", "24"
     )
     base_dir = Paths.from_env(home["root"]).models / "tiny-offline"
-    tok = AutoTokenizer.from_pretrained(trained["adapter_dir"])
-    model = PeftModel.from_pretrained(
-        AutoModelForCausalLM.from_pretrained(base_dir), trained["adapter_dir"]
-    ).eval()
-    enc = tok.apply_chat_template(
-        [{"role": "user", "content": QUESTION}],
-        add_generation_prompt=True,
-        return_tensors="pt",
-        return_dict=True,
-    )
-    with torch.inference_mode():
-        out = model.generate(**enc, max_new_tokens=24, do_sample=False, pad_token_id=tok.pad_token_id)
-    plain = tok.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    plain, model, tok, enc = plain_peft_answer(base_dir, trained["adapter_dir"], QUESTION, 24)
     assert ours["reply"] == plain
     assert plain.startswith("The capital of")  # 30 steps learn the answers' pattern (60 learn the cities too)
     merged = model.merge_and_unload()
@@ -124,8 +129,9 @@ def test_adapter_reloads_with_plain_peft_and_answers_the_same(home: dict, traine
 
 
 def test_cancel_stops_a_running_job_and_keeps_its_adapter(home: dict) -> None:
+    # Far more steps than the test waits for: the cancel always lands mid-run, however fast the machine.
     job = tunedeck_json(
-        home["env"], "train", "capitals", "--preset", "tiny-offline", "--set", "max_steps=5000"
+        home["env"], "train", "capitals", "--preset", "tiny-offline", "--set", "max_steps=100000"
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -136,7 +142,7 @@ def test_cancel_stops_a_running_job_and_keeps_its_adapter(home: dict) -> None:
     assert shown["pid"], shown
     done = tunedeck_json(home["env"], "cancel", job["id"], "--timeout", "60")
     assert done["status"] == "cancelled", done
-    assert "cancelled at step" in done["reason"] and done["step"] < 5000
+    assert "cancelled at step" in done["reason"] and done["step"] < 100000
     assert done["adapter_dir"] and Path(done["adapter_dir"], "adapter_config.json").is_file()
 
 
@@ -162,14 +168,16 @@ def test_a_failing_worker_ends_as_failed_with_its_reason(home: dict, tmp_path: P
 
 
 def test_hub_model_without_network_fails_fast_and_creates_nothing(home: dict) -> None:
-    before = tunedeck_json(home["env"], "jobs")
+    before = {j["id"] for j in tunedeck_json(home["env"], "jobs")}
     t0 = time.monotonic()
     res = tunedeck(home["env"], "train", "capitals", "--preset", "qwen2.5-0.5b-lora")
-    assert time.monotonic() - t0 < 30
+    assert (
+        time.monotonic() - t0 < 120
+    )  # seconds, not the minutes of a download's retries (a busy CI box is slow)
     assert res.returncode != 0
     assert "Qwen/Qwen2.5-0.5B-Instruct is not downloaded" in res.stderr and "HF_HUB_OFFLINE" in res.stderr
     assert "Traceback" not in res.stderr
-    assert len(tunedeck_json(home["env"], "jobs")) == len(before)
+    assert {j["id"] for j in tunedeck_json(home["env"], "jobs")} == before
 
 
 def test_bad_settings_are_all_reported_at_once(home: dict) -> None:
@@ -239,10 +247,14 @@ def test_every_ui_action_works_through_the_gradio_api(home: dict, trained: dict,
             "/resume_job",
         ):
             assert endpoint in names
-        message, *_ = client.predict(handle_file(str(SAMPLE_CSV)), api_name="/preview_file")
+        message, *_ = client.predict(handle_file(str(CAPITALS_CSV)), api_name="/preview_file")
         assert "32 rows" in message
         saved = client.predict(
-            handle_file(str(SAMPLE_CSV)), "api-capitals", "question", "answer", api_name="/save_dataset"
+            handle_file(str(CAPITALS_CSV)),
+            f"api-capitals-{port}",  # a name of its own: the module's data directory outlives this test
+            "question",
+            "answer",
+            api_name="/save_dataset",
         )
         assert "Saved dataset" in saved[0]
         summary, _, log = client.predict(trained["id"], api_name="/job_detail")
@@ -268,9 +280,10 @@ def test_every_ui_action_works_through_the_gradio_api(home: dict, trained: dict,
         assert job_id.startswith("run-") and job_id in message
         assert "Cancel requested" in client.predict(job_id, api_name="/cancel_job")
         deadline = time.monotonic() + 60
-        while ctx.store.get_job(job_id).status.value not in ("cancelled", "succeeded"):
+        while not (ended := ctx.store.get_job(job_id)).status.is_terminal:
             assert time.monotonic() < deadline
             time.sleep(0.5)
+        assert ended.status.value in ("cancelled", "succeeded"), ended.reason
     finally:
         blocks.close()
         stop()
@@ -291,23 +304,28 @@ def wait_for_step(env: dict, job_id: str, step: int, timeout: float = 180) -> di
 
 
 def test_a_cancelled_run_resumes_where_it_stopped(home: dict) -> None:
-    job = tunedeck_json(home["env"], "train", "capitals", "--preset", "tiny-offline", "--set", "max_steps=40")
+    # A run far longer than the test (it can never finish before the cancel lands, however fast the machine),
+    # resumed with a few more steps than it had taken: a person who stops a long run and finishes it shorter.
+    job = tunedeck_json(
+        home["env"], "train", "capitals", "--preset", "tiny-offline", "--set", "max_steps=100000"
+    )
     wait_for_step(home["env"], job["id"], 5)
     cancelled = tunedeck_json(home["env"], "cancel", job["id"], "--timeout", "60")
     assert cancelled["status"] == "cancelled" and cancelled["resumable"]
     stopped_at = cancelled["step"]
+    end = stopped_at + 8
     shown = tunedeck(home["env"], "show", job["id"])
     assert f"tunedeck resume {job['id']}" in shown.stdout
 
-    res = tunedeck(home["env"], "resume", job["id"], "--wait", "--json")
+    res = tunedeck(home["env"], "resume", job["id"], "--set", f"max_steps={end}", "--wait", "--json")
     assert res.returncode == 0, res.stderr
     assert f"from its checkpoint at step {stopped_at}" in res.stderr
     resumed = json.loads(res.stdout)
     assert resumed["status"] == "succeeded" and resumed["resumed_from"] == job["id"]
-    assert resumed["result"]["extra"]["resumed_from_step"] == stopped_at and resumed["result"]["steps"] == 40
-    # One loss curve, step 1 to 40: the earlier run's points, then the resumed ones.
+    assert resumed["result"]["extra"]["resumed_from_step"] == stopped_at and resumed["result"]["steps"] == end
+    # One loss curve, step 1 to the end: the earlier run's points, then the resumed ones.
     steps = [s for s, _ in resumed["metrics"]["loss"]]
-    assert steps == list(range(1, 41))
+    assert steps == list(range(1, end + 1))
     before = {s: v for s, v in cancelled_metrics(home, job["id"])}
     assert all(v == before[s] for s, v in resumed["metrics"]["loss"] if s <= stopped_at)
     tokens = [v for _, v in resumed["metrics"]["num_tokens"]]
@@ -322,6 +340,7 @@ def cancelled_metrics(home: dict, job_id: str) -> list:
 
 
 def test_a_killed_worker_resumes_from_its_last_periodic_checkpoint(home: dict) -> None:
+    # Far more steps than the test waits for, so the kill always lands mid-run, however fast the machine.
     job = tunedeck_json(
         home["env"],
         "train",
@@ -329,7 +348,7 @@ def test_a_killed_worker_resumes_from_its_last_periodic_checkpoint(home: dict) -
         "--preset",
         "tiny-offline",
         "--set",
-        "max_steps=30",
+        "max_steps=100000",
         "--set",
         "save_steps=5",
     )
@@ -340,12 +359,13 @@ def test_a_killed_worker_resumes_from_its_last_periodic_checkpoint(home: dict) -
         assert time.monotonic() < deadline
         time.sleep(0.5)
     assert crashed["status"] == "failed" and "signal 9" in crashed["reason"] and crashed["resumable"]
-    res = tunedeck(home["env"], "resume", job["id"], "--wait", "--json")
+    end = crashed["step"] + 10
+    res = tunedeck(home["env"], "resume", job["id"], "--set", f"max_steps={end}", "--wait", "--json")
     assert res.returncode == 0, res.stderr
     resumed = json.loads(res.stdout)
     start = resumed["result"]["extra"]["resumed_from_step"]
-    assert start >= 10 and start % 5 == 0  # the last checkpoint before the kill
-    assert [s for s, _ in resumed["metrics"]["loss"]] == list(range(1, 31))
+    assert 10 <= start <= crashed["step"] and start % 5 == 0  # the last checkpoint before the kill
+    assert [s for s, _ in resumed["metrics"]["loss"]] == list(range(1, end + 1))
 
 
 def test_two_processes_through_accelerate_launch_train_one_adapter(home: dict) -> None:
@@ -382,6 +402,7 @@ def test_the_app_keeps_a_warm_worker_so_a_job_starts_without_waiting_for_imports
 ) -> None:
     import threading
 
+    from backend.jobs import JobStatus
     from backend.manager import Manager
     from backend.settings import Paths
     from backend.store import Store
@@ -389,6 +410,9 @@ def test_the_app_keeps_a_warm_worker_so_a_job_starts_without_waiting_for_imports
     monkeypatch.setenv("TUNEDECK_HOME", str(home["root"]))
     paths = Paths.from_env(home["root"])
     store = Store(paths.db)
+    assert not store.list_jobs(
+        (JobStatus.QUEUED, JobStatus.RUNNING)
+    )  # else the scheduler would run those first
     manager = Manager(store, paths, poll_s=0.2)
     stop = threading.Event()
     thread = threading.Thread(target=manager.run, args=(stop,), daemon=True)

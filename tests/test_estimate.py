@@ -197,3 +197,36 @@ def test_the_estimate_module_does_not_import_torch():
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1]
     )
     assert out.stdout.strip() == "False", out.stderr
+
+
+# -- a run on a CPU ------------------------------------------------------------------------------------------------
+
+SMOLLM2 = estimate.KNOWN["huggingfacetb/smollm2-135m-instruct"]
+
+
+def test_smollm2_shape_is_the_published_135m():
+    assert 134e6 < SMOLLM2.params < 135e6  # 134.5M (tied embeddings), as the model card says
+
+
+def test_cpu_memory_grows_with_the_batch_and_length_and_shrinks_with_bf16_and_top_blocks_only():
+    base = RunConfig.parse({"batch_size": 8, "max_length": 512, "lora_dropout": 0.0})
+    m = lambda cfg, **kw: estimate.cpu_memory_gb(SMOLLM2, cfg, seq_len=512, **kw)  # noqa: E731
+    assert m(base.updated(batch_size=16)) > m(base) > m(base.updated(batch_size=2))
+    assert m(base, bf16=True) < m(base)
+    assert m(base.updated(lora_layers=15)) < m(base)
+    assert m(base.updated(gradient_checkpointing=True)) < m(base)
+
+
+def test_cpu_run_time_counts_training_validation_and_scoring():
+    cfg = RunConfig.parse({"batch_size": 8, "score_examples": 16, "eval_steps": 25})
+    common = dict(train_tokens=22_000, train_examples=300, longest=100, steps=76, cores=2)
+    bare = estimate.cpu_run(SMOLLM2, cfg.updated(score_examples=0), **common)
+    assert bare.eval_s == 0 and bare.score_s == 0 and bare.total_s == bare.start_s + bare.train_s
+    full = estimate.cpu_run(
+        SMOLLM2, cfg, **common, eval_tokens=3_000, eval_examples=43, reference_tokens=30, prompt_tokens=45
+    )
+    assert full.eval_s > 0 and full.score_s > 0 and full.train_s == bare.train_s
+    assert estimate.cpu_run(SMOLLM2, cfg, **common, bf16=True).train_s < bare.train_s
+    top = estimate.cpu_run(SMOLLM2, cfg.updated(score_examples=0, lora_layers=15), **common)
+    assert top.train_s < 0.85 * bare.train_s  # backward through half the blocks (the LM head's share stays)
+    assert "training" in full.summary() and "scoring" in full.summary()

@@ -47,10 +47,10 @@ def test_bf16_is_used_only_where_the_gpu_supports_it():
 def run_recipe(paths, store, model_dir, **values):
     from backend.config import RunConfig
     from backend.data import import_dataset
-    from backend.settings import SAMPLE_CSV
+    from backend.settings import CAPITALS_CSV
     from backend.train import JobSpec, Recipe
 
-    record = store.get_dataset("capitals") or import_dataset(store, paths, SAMPLE_CSV, name="capitals")[0]
+    record = store.get_dataset("capitals") or import_dataset(store, paths, CAPITALS_CSV, name="capitals")[0]
     config = RunConfig.parse(
         {"base_model": str(model_dir), "max_steps": 4, "save_steps": 0, "learning_rate": 2e-4, **values}
     )

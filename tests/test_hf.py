@@ -26,6 +26,17 @@ def test_lora_config_all_linear_by_default_and_overridable():
     assert (custom.use_dora, custom.use_rslora, custom.r) == (True, True, 64)
 
 
+def test_lora_layers_puts_adapters_on_the_last_blocks_only():
+    top = hf.lora_config(cfg(lora_layers=2), n_blocks=6, block_linears=["q_proj", "v_proj"])
+    assert top.layers_to_transform == [4, 5] and set(top.target_modules) == {"q_proj", "v_proj"}
+    assert hf.lora_config(cfg(lora_layers=0), n_blocks=6).layers_to_transform is None
+    assert (
+        hf.lora_config(cfg(lora_layers=9), n_blocks=6).layers_to_transform is None
+    )  # more than there are: all
+    with pytest.raises(ValueError, match="names of the linear layers"):
+        hf.lora_config(cfg(lora_layers=2), n_blocks=6)
+
+
 def test_bnb_config_is_nf4_double_quant_with_bf16_compute_where_supported():
     import torch
 
@@ -75,6 +86,7 @@ def test_sft_config_sets_what_we_rely_on(tmp_path):
     assert args["optim"] == "adamw_torch_fused"
     assert (args["save_strategy"], args["save_steps"], args["save_only_model"]) == ("steps", 10, False)
     assert (args["eval_strategy"], args["eval_steps"]) == ("steps", 5)
+    assert args["prediction_loss_only"]  # validation without a second forward pass for logits nobody reads
     assert (
         args["dataset_kwargs"] == {"skip_prepare_dataset": True} and args["max_length"] is None
     )  # we tokenize
@@ -149,3 +161,18 @@ def test_auto_batching_follows_the_padding_it_would_save_and_the_attention_kerne
     assert auto_batching("auto", 0.5, "cuda") == (
         "padding_free" if is_flash_attn_2_available() else "grouped"
     )
+
+
+def test_precision_auto_is_bf16_only_on_a_cpu_with_bf16_instructions(monkeypatch):
+    from backend import hardware
+
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: True)
+    assert hardware.detect("cpu", "auto").bf16 and hf.compute_dtype_name(hardware.detect("cpu")) == "bfloat16"
+    assert not hardware.detect("cpu", "fp32").bf16
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: False)
+    assert not hardware.detect("cpu", "auto").bf16  # emulated bf16 is slower than fp32 there
+    assert hardware.detect("cpu", "bf16").bf16  # unless asked for
+    from backend.errors import RunFailed
+
+    with pytest.raises(RunFailed, match="fp16 needs a CUDA GPU"):
+        hardware.detect("cpu", "fp16")

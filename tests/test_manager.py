@@ -7,6 +7,7 @@ calling ``try_acquire()`` and ``tick()`` in a loop until what the test waits for
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from backend.config import ConfigError, RunConfig
 from backend.data import import_dataset
 from backend.jobs import JobStatus
 from backend.manager import Manager, _alive, decide, queue_positions
-from backend.settings import SAMPLE_CSV, Paths
+from backend.settings import CAPITALS_CSV, Paths
 from backend.store import DatasetRecord, JobRecord, Store
 from backend.train import JobSpec, RunResult
 
@@ -36,7 +37,7 @@ TERMINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 @pytest.fixture
 def dataset(store: Store, paths: Paths) -> DatasetRecord:
-    record, _ = import_dataset(store, paths, SAMPLE_CSV)
+    record, _ = import_dataset(store, paths, CAPITALS_CSV)
     return record
 
 
@@ -410,6 +411,10 @@ def test_new_scheduler_sees_a_reattached_worker_finish(make_manager, store, data
     after = make_manager("fail")
     assert after.try_acquire()
     assert job(store, job_id).pid == pid
+    assert (
+        job(store, job_id).status is JobStatus.RUNNING
+    )  # still working: the new scheduler re-attached to it
+    (Path(job(store, job_id).job_dir) / "finish").touch()
     done = run_to_end(after, job_id)
     assert done.status is JobStatus.SUCCEEDED
     assert done.result["final_loss"] == 0.25
@@ -715,6 +720,42 @@ def test_fit_report_shows_memory_and_time_for_the_train_tab(make_manager, datase
     assert "5 steps" in shorter and "32 examples" in shorter
     cpu_manager = make_manager(gpus=[])
     fits, text = cpu_manager.fit_report(dataset.name, CONFIG)
-    assert fits and text.startswith("No NVIDIA GPU here: it will train on the CPU.")
+    assert fits and text.startswith("No NVIDIA GPU here: it will train on the CPU")
     fits, text = cpu_manager.fit_report(None, CONFIG.updated(base_model="someone/not-here"))
     assert fits and "No estimate" in text
+
+
+def test_submit_refuses_a_cpu_job_that_will_not_fit_in_memory_with_changes_that_would(
+    make_manager, store, dataset, tmp_path, tiny_model, monkeypatch
+):
+    """No GPU: the job trains on the CPU, and the estimate of its peak memory is checked against free RAM."""
+    import shutil
+
+    from backend import estimate, hardware
+
+    model = big_model(tmp_path)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        if (tiny_model / name).is_file():
+            shutil.copy(tiny_model / name, model)
+    manager = make_manager(gpus=[])
+    big = CONFIG.updated(base_model=model, batch_size=64, grad_accum=1, gradient_checkpointing=False)
+    cpu = manager.cpu_estimate(dataset.name, big)
+    assert cpu is not None and cpu.run.ram_gb > 16  # 8B parameters in 16-bit, at least
+    halved = big.updated(batch_size=32, grad_accum=2)
+    need_halved = estimate.cpu_memory_gb(
+        estimate.model_shape(model, manager.paths), halved, seq_len=cpu.longest, bf16=cpu.bf16
+    )
+    assert need_halved < cpu.run.ram_gb
+    monkeypatch.setattr(hardware, "ram_available_gb", lambda pids=None: (cpu.run.ram_gb + need_halved) / 2)
+    with pytest.raises(ConfigError) as info:
+        manager.submit(dataset.name, big)
+    (problem,) = info.value.problems
+    assert problem.field == "memory"
+    assert re.search(
+        r"needs about [\d.]+ GB of memory on the CPU, and this machine has [\d.]+ GB free", str(problem)
+    )
+    assert "halve the batch (batch_size 32) and double gradient accumulation (grad_accum 2)" in str(problem)
+    assert store.list_jobs() == []
+    fits, text = manager.fit_report(dataset.name, big)
+    assert not fits and "Will not fit" in text
+    assert manager.submit(dataset.name, halved).status is JobStatus.QUEUED

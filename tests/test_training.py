@@ -12,7 +12,7 @@ import pytest
 
 from backend.config import RunConfig
 from backend.data import import_dataset
-from backend.settings import SAMPLE_CSV, Paths
+from backend.settings import CAPITALS_CSV, Paths
 from backend.store import Store
 from backend.train import JobSpec, Recipe, last_checkpoint
 
@@ -23,7 +23,7 @@ pytestmark = [
 
 
 def recipe_for(paths: Paths, store: Store, job_id: str = "run-test", **values) -> Recipe:
-    record = store.get_dataset("capitals") or import_dataset(store, paths, SAMPLE_CSV, name="capitals")[0]
+    record = store.get_dataset("capitals") or import_dataset(store, paths, CAPITALS_CSV, name="capitals")[0]
     config = RunConfig.parse(
         {
             "base_model": "tiny-offline",
@@ -32,6 +32,7 @@ def recipe_for(paths: Paths, store: Store, job_id: str = "run-test", **values) -
             "batch_size": 8,
             "save_steps": 0,
             "max_length": 256,
+            "precision": "fp32",  # as the tiny-offline preset: exact, so losses can be compared across batchings
             **values,
         }
     )
@@ -73,6 +74,38 @@ def test_every_trainable_parameter_changes_and_only_those(paths, store, tiny_mod
     assert result.extra["dataset"]["n_train"] == 32
 
 
+def test_lora_layers_adapts_only_the_top_blocks_and_they_learn(paths, store, tiny_model):
+    """lora_layers 1 on the 2-block tiny model: adapters only in block 1, and every one of them changes."""
+    recipe = recipe_for(paths, store, lora_layers=1)
+    recipe.setup()
+    model = recipe.trainer.model
+    before = adapter_params(model)
+    assert before and all(".layers.1." in n for n in before), sorted(before)
+    kinds = {n.split(".layers.1.")[1].split(".lora_")[0] for n in before}
+    assert kinds == {f"self_attn.{p}_proj" for p in "qkvo"} | {
+        f"mlp.{p}_proj" for p in ("gate", "up", "down")
+    }
+    result = recipe.train()
+    after = dict(model.named_parameters())
+    assert all(not p.equal(after[n].detach()) for n, p in before.items())
+    losses = [v for _, _, v in store.metrics("run-test", "loss")]
+    assert result.status == "succeeded" and losses[-1] < losses[0]
+
+
+def test_the_adapter_records_its_portable_base_and_the_format_it_was_trained_in(paths, store, tiny_model):
+    import json
+
+    from backend import runcard
+
+    recipe = recipe_for(paths, store, precision="fp32")
+    recipe.setup()
+    result = recipe.train()
+    card = runcard.read(result.adapter_dir)
+    assert card["dtype"] == "float32" and card["base_model"] == "tiny-offline" and card["run"] == "run-test"
+    config = json.loads((Path(result.adapter_dir) / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "tiny-offline"  # not this machine's folder path
+
+
 def test_packed_batch_has_the_same_loss_as_the_examples_unpacked(tiny_model_build):
     """Padding-free and packed batches restart positions per example, so no example attends to another: the loss
     of the joined batch equals the loss of the same examples padded side by side."""
@@ -90,7 +123,7 @@ def test_packed_batch_has_the_same_loss_as_the_examples_unpacked(tiny_model_buil
     model.eval()
     import pandas as pd
 
-    frame = pd.read_csv(SAMPLE_CSV).rename(columns={"question": "prompt", "answer": "response"}).head(6)
+    frame = pd.read_csv(CAPITALS_CSV).rename(columns={"question": "prompt", "answer": "response"}).head(6)
     frame["response"] = [r * (i + 1) for i, r in enumerate(frame["response"])]  # very different lengths
     ids, labels, _ = prepare.tokenize(prepare.to_columns(frame, "prompt_response"), tok)
     examples = [{"input_ids": i, "labels": lab} for i, lab in zip(ids, labels, strict=True)]

@@ -10,14 +10,14 @@ from backend.data import import_dataset
 from backend.hardware import Gpu
 from backend.manager import Manager
 from backend.modelclient import ModelClient
-from backend.settings import SAMPLE_CSV
+from backend.settings import CAPITALS_CSV
 from ui import runs_tab, train_tab
 from ui.context import AppContext
 
 
 @pytest.fixture
 def ctx(paths, store, tiny_model) -> AppContext:
-    import_dataset(store, paths, SAMPLE_CSV, name="capitals")
+    import_dataset(store, paths, CAPITALS_CSV, name="capitals")
     return AppContext(
         paths=paths,
         store=store,

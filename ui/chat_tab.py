@@ -13,14 +13,17 @@ import gradio as gr
 from backend.config import TINY_MODEL
 from backend.jobs import JobStatus
 from backend.modelclient import ModelServerError
-from backend.models import TINY_DESCRIPTION
+from backend.models import BUILTINS, TINY_DESCRIPTION
 from ui.context import AppContext
 
 BASE_PREFIX = "base: "
 
 
 def chat_targets(ctx: AppContext) -> list[tuple[str, str]]:
-    """(label, value) pairs: runs with an adapter, then each base model they used, then tiny-offline."""
+    """(label, value) pairs: runs with an adapter, then each base model they used, then the other models on this
+    machine (the starter model, converted .gguf files, cached Hub models, tiny-offline)."""
+    from backend.models import on_this_machine
+
     out: list[tuple[str, str]] = []
     bases: list[str] = []
     for job in ctx.store.list_jobs((JobStatus.SUCCEEDED, JobStatus.CANCELLED)):
@@ -29,7 +32,7 @@ def chat_targets(ctx: AppContext) -> list[tuple[str, str]]:
             out.append((f"{job.id}  ({base} + adapter, {job.status.value})", job.id))
         if base and base not in bases:
             bases.append(base)
-    for base in bases + ([TINY_MODEL] if TINY_MODEL not in bases else []):
+    for base in bases + [m for m in on_this_machine(ctx.paths) if m not in bases]:
         out.append((f"{BASE_PREFIX}{base} (no fine-tuning)", BASE_PREFIX + base))
     return out
 
@@ -136,6 +139,8 @@ def regenerate(
 def target_note(target: str | None) -> str:
     if target and TINY_MODEL in target and not target.startswith("run-"):
         return TINY_DESCRIPTION
+    if target and target.startswith(BASE_PREFIX) and target[len(BASE_PREFIX) :] in BUILTINS:
+        return BUILTINS[target[len(BASE_PREFIX) :]].about
     if target and target.startswith("run-"):
         return "A fine-tuned run: the base model with its LoRA adapter switched on. Greedy unless temperature > 0."
     return ""

@@ -16,3 +16,11 @@ class AppContext:
     store: Store
     manager: Manager
     models: ModelClient
+    default_preset: str = "smollm2-135m"  # where a person starts: decided once by app.py from the machine
+
+    @property
+    def default_model(self) -> str:
+        """The default preset's base model: what the Data tab renders and measures examples with."""
+        from backend.presets import load_preset
+
+        return load_preset(self.default_preset).config.base_model

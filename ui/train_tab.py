@@ -14,7 +14,7 @@ from typing import Any
 import gradio as gr
 
 from backend.config import TINY_MODEL, ConfigError, RunConfig
-from backend.models import TINY_DESCRIPTION
+from backend.models import BUILTINS, TINY_DESCRIPTION
 from backend.presets import PresetError, list_presets, load_preset
 from ui.context import AppContext
 from ui.style import error_md, note_md, ok_md
@@ -34,6 +34,7 @@ ADVANCED = (
     "gradient_checkpointing",
     "optimizer",
     "lora_alpha",
+    "lora_layers",
     "lora_dropout",
     "target_modules",
     "use_dora",
@@ -50,11 +51,11 @@ ADVANCED = (
     "system_prompt",
     "seed",
     "device",
+    "precision",
     "num_devices",
     "multi_device",
 )
 FIELDS = BASIC + ADVANCED
-DEFAULT_PRESET = "tiny-offline"
 
 
 def widget_for(name: str) -> gr.components.Component:
@@ -86,7 +87,13 @@ def preset_values(preset: str) -> list[Any]:
 
 
 def model_note(base_model: str) -> str:
-    return note_md(TINY_DESCRIPTION) if (base_model or "").strip() == TINY_MODEL else ""
+    """What the person should know about a model made on this machine (the tiny one, the starter model)."""
+    name = (base_model or "").strip()
+    if name == TINY_MODEL:
+        return note_md(TINY_DESCRIPTION)
+    if name in BUILTINS:
+        return note_md(BUILTINS[name].about)
+    return ""
 
 
 def widget_config(preset: str, values: tuple) -> RunConfig:
@@ -146,7 +153,7 @@ def render(ctx: AppContext) -> dict:
         preset = gr.Dropdown(
             label="Preset",
             choices=[p.name for p in presets],
-            value=DEFAULT_PRESET,
+            value=ctx.default_preset,
             interactive=True,
             info="Sensible settings for a model; change any of them below.",
         )

@@ -1,0 +1,248 @@
+"""The starter model on this CPU: what the Train tab's estimate says against what the worker measured.
+
+    python bench/bench_cpu.py [--grid] [--journey] [--write]
+
+``--grid``: short runs (8 steps, no validation, no scoring) of smollm2-135m over batch sizes and example lengths,
+in fp32 and bf16 where the CPU has bf16 instructions; for each, the worker's peak RSS and seconds per step
+against ``estimate.cpu_memory_gb`` and the training part of ``estimate.cpu_run``. ``--journey``: the default
+journey, end to end: the sample support dataset with the starter preset's defaults, Train → finished (scores
+included), against the whole-run estimate. Both go through the real path (``tunedeck train`` → scheduler →
+worker), each run in a fresh worker process. ``--write`` puts the tables in bench/RESULTS.md.
+
+Goals (issue 10): peak RAM within 20 % of measured, time within ±30 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+WORDS = (
+    "the robot vacuum cleans every room of the house and returns to its dock when the battery runs low while the "
+    "app shows a map of each floor with zones schedules and the history of every cleaning run so far today"
+).split()
+
+
+def cli(env: dict, *args: str) -> dict:
+    res = subprocess.run(
+        [sys.executable, "-m", "backend", *args, "--json"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    if res.returncode != 0:
+        raise SystemExit(f"tunedeck {' '.join(args)} failed: {res.stderr}")
+    return json.loads(res.stdout)
+
+
+def long_rows_csv(path: Path, rows: int, answer_words: int, seed: int = 0) -> Path:
+    import csv
+
+    rng = random.Random(seed)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["question", "answer"])
+        for _ in range(rows):
+            q = " ".join(rng.choice(WORDS) for _ in range(12)).capitalize() + "?"
+            a = " ".join(rng.choice(WORDS) for _ in range(answer_words)).capitalize() + "."
+            w.writerow([q, a])
+    return path
+
+
+def home_with_starter(root: Path) -> dict:
+    """A data directory with the starter model converted once (shared by every run of this benchmark)."""
+    from backend import models
+    from backend.settings import Paths
+
+    paths = Paths.from_env(root)
+    models.materialize_in_child(models.resolve(models.STARTER.name, paths), paths)
+    env = {
+        **os.environ,
+        "TUNEDECK_HOME": str(root),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TUNEDECK_STANDBY_WORKER": "0",
+    }
+    return env
+
+
+def estimate_for(env: dict, dataset: str, config: dict):
+    """The Train tab's estimate for this dataset and config, through the manager (as the UI asks for it)."""
+    from backend.config import RunConfig
+    from backend.manager import Manager
+    from backend.settings import Paths
+    from backend.store import Store
+
+    paths = Paths.from_env(env["TUNEDECK_HOME"])
+    manager = Manager(Store(paths.db), paths)
+    return manager.cpu_estimate(dataset, RunConfig.parse(config))
+
+
+def run_job(env: dict, dataset: str, preset: str, sets: dict) -> dict:
+    args = ["train", dataset, "--preset", preset, "--wait"]
+    for k, v in sets.items():
+        args += ["--set", f"{k}={v}"]
+    t0 = time.time()
+    job = cli(env, *args)
+    job["wall_s"] = time.time() - t0
+    return job
+
+
+def grid(env: dict, work: Path, precisions: list[str]) -> list[dict]:
+    from backend.presets import load_preset
+
+    base = load_preset("smollm2-135m").config.model_dump()
+    rows = []
+    for words in (20, 120, 400):
+        name = f"long{words}"
+        cli(env, "data", "add", str(long_rows_csv(work / f"{name}.csv", 64, words)), "--name", name)
+        for batch in (2, 8):
+            for precision in precisions:
+                sets = {
+                    "batch_size": batch,
+                    "max_steps": 8,
+                    "max_length": 1024,
+                    "score_examples": 0,
+                    "save_steps": 0,
+                    "precision": precision,
+                }
+                est = estimate_for(env, name, {**base, **sets})
+                job = run_job(env, name, "smollm2-135m", sets)
+                extra = job["result"]["extra"]
+                steps = job["result"]["steps"]
+                rows.append(
+                    {
+                        "data": f"{words}-word answers",
+                        "batch": batch,
+                        "precision": precision,
+                        "longest": est.longest,
+                        "ram_est": est.run.ram_gb,
+                        "ram": extra["peak_rss_mb"] / 1024,
+                        "step_est": est.run.train_s / steps,
+                        "step": extra["train_runtime"] / steps,
+                        "tokens": extra["train_tokens"],
+                    }
+                )
+                print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def journey(env: dict, work: Path) -> dict:
+    from backend.presets import load_preset
+    from backend.settings import SAMPLE_CSV, SAMPLE_VALIDATION_CSV
+
+    cli(
+        env,
+        "data",
+        "add",
+        str(SAMPLE_CSV),
+        "--validation-file",
+        str(SAMPLE_VALIDATION_CSV),
+        "--name",
+        "support",
+    )
+    config = load_preset("smollm2-135m").config.model_dump()
+    est = estimate_for(env, "support", config)
+    job = run_job(env, "support", "smollm2-135m", {})
+    extra = job["result"]["extra"]
+    scores = job.get("scores") or {}
+    out = {
+        "wall_s": job["wall_s"],
+        "elapsed_s": job["elapsed_s"],
+        "train_s": extra["train_runtime"],
+        "score_s": scores.get("seconds"),
+        "ram": extra["peak_rss_mb"] / 1024,
+        "est_total_s": est.run.total_s,
+        "est_train_s": est.run.train_s + est.run.eval_s,
+        "est_score_s": est.run.score_s,
+        "est_ram": est.run.ram_gb,
+        "rouge_base": scores["base"]["rougeL"],
+        "rouge_tuned": scores["tuned"]["rougeL"],
+        "loss_base": scores["base"]["eval_loss"],
+        "loss_tuned": scores["tuned"]["eval_loss"],
+        "run": job["id"],
+    }
+    print(json.dumps(out), flush=True)
+    return out
+
+
+def machine() -> str:
+    from backend.hardware import cpu_has_bf16
+
+    with open("/proc/cpuinfo") as f:
+        model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "CPU")
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (
+        f"{model}, {os.cpu_count()} cores{' with AVX512-BF16' if cpu_has_bf16() else ''}, {ram:.0f} GB RAM, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def report(rows: list[dict], trip: dict | None) -> str:
+    out = [f"Machine: {machine()}. Command: `python bench/bench_cpu.py --grid --journey --write`.", ""]
+    if rows:
+        out += [
+            "| data | batch | precision | longest (tokens) | peak RAM est. / measured | ratio | s/step est. / measured "
+            "| ratio |",
+            "|---|---:|---|---:|---:|---:|---:|---:|",
+        ]
+        for r in rows:
+            out.append(
+                f"| {r['data']} | {r['batch']} | {r['precision']} | {r['longest']} | {r['ram_est']:.2f} / "
+                f"{r['ram']:.2f} GB | {r['ram_est'] / r['ram']:.2f} | {r['step_est']:.2f} / {r['step']:.2f} | "
+                f"{r['step_est'] / r['step']:.2f} |"
+            )
+        out.append("")
+    if trip:
+        out += [
+            "The default journey (sample support dataset, starter preset defaults, scores included):",
+            "",
+            "| | estimate | measured | ratio |",
+            "|---|---:|---:|---:|",
+            f"| Train → finished | {trip['est_total_s']:.0f} s | {trip['elapsed_s']:.0f} s | "
+            f"{trip['est_total_s'] / trip['elapsed_s']:.2f} |",
+            f"| training and validation | {trip['est_train_s']:.0f} s | {trip['train_s']:.0f} s | "
+            f"{trip['est_train_s'] / trip['train_s']:.2f} |",
+            f"| scoring | {trip['est_score_s']:.0f} s | {trip['score_s']:.0f} s | "
+            f"{trip['est_score_s'] / trip['score_s']:.2f} |",
+            f"| peak RAM | {trip['est_ram']:.2f} GB | {trip['ram']:.2f} GB | {trip['est_ram'] / trip['ram']:.2f} |",
+            "",
+            f"Held-out scores of that run: ROUGE-L {trip['rouge_base']:.3f} (base) → {trip['rouge_tuned']:.3f} "
+            f"(fine-tuned); eval loss {trip['loss_base']:.2f} → {trip['loss_tuned']:.3f}.",
+        ]
+    return "\n".join(out)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--grid", action="store_true")
+    p.add_argument("--journey", action="store_true")
+    p.add_argument("--write", action="store_true")
+    args = p.parse_args()
+    from backend.hardware import cpu_has_bf16
+
+    with tempfile.TemporaryDirectory(prefix="tunedeck-bench-cpu-") as tmp:
+        work = Path(tmp)
+        env = home_with_starter(work / "home")
+        os.environ.update({k: env[k] for k in ("TUNEDECK_HOME", "HF_HUB_OFFLINE")})
+        rows = grid(env, work, ["fp32", "bf16"] if cpu_has_bf16() else ["fp32"]) if args.grid else []
+        trip = journey(env, work) if args.journey else None
+    text = report(rows, trip)
+    print(text)
+    if args.write:
+        from bench_train import write_section  # the same RESULTS.md section writer as the training benchmark
+
+        write_section("## The starter model on a CPU: estimate vs measured (bench_cpu.py)", text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
