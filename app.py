@@ -19,7 +19,13 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from backend.manager import Manager  # noqa: E402
 from backend.modelclient import ModelClient  # noqa: E402
-from backend.settings import Paths  # noqa: E402
+from backend.settings import (  # noqa: E402
+    Paths,
+    SettingsError,
+    home_low_on_space,
+    home_unwritable,
+    load_settings,
+)
 from backend.store import Store  # noqa: E402
 
 log = logging.getLogger("tunedeck")
@@ -75,10 +81,6 @@ def create(paths: Paths | None = None):
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
-def max_upload_mb() -> int:
-    return int(os.environ.get("TUNEDECK_MAX_UPLOAD_MB", "2048"))
-
-
 def exposure_problem(host: str, share: bool, has_password: bool, allowed: bool) -> str | None:
     """Refuse to expose the app (a non-local address, or a share link) without a password, unless told to."""
     if has_password or allowed or (host in LOCAL_HOSTS and not share):
@@ -91,19 +93,64 @@ def exposure_problem(host: str, share: bool, has_password: bool, allowed: bool) 
     )
 
 
+def hide_api_before_login(server_app) -> None:
+    """Serve the page to a visitor who has not logged in without the app's API description.
+
+    Gradio embeds that description (every endpoint, with the choices of each dropdown: the names of your datasets
+    and runs) in every page it serves, its login page included, although its own /info route asks for a login.
+    A route in front of Gradio's page route blanks it until the visitor has logged in; the page then fetches it
+    from /info like any client. It reads Gradio's session cookie the way Gradio does (tests/test_share.py checks
+    this against the login page of a real server)."""
+    import re
+
+    from starlette.routing import Route
+
+    gradio_page = next(
+        r for r in server_app.router.routes if getattr(r, "path", None) == "/" and "GET" in (r.methods or ())
+    )
+    api_info = re.compile(rb"window\.gradio_api_info = .*?;</script>", re.S)
+
+    def page(request):
+        cookie = server_app.cookie_id
+        token = request.cookies.get(f"access-token-{cookie}") or request.cookies.get(
+            f"access-token-unsecure-{cookie}"
+        )
+        user = server_app.tokens.get(token)
+        response = gradio_page.endpoint(
+            request, user=user, deep_link=request.query_params.get("deep_link", "")
+        )
+        if user is None:
+            body = api_info.sub(b"window.gradio_api_info = null;</script>", response.body)
+            response.body = body
+            response.headers["content-length"] = str(len(body))
+        return response
+
+    server_app.router.routes.insert(0, Route("/", page, methods=["GET"]))
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        settings = load_settings()
+        paths = Paths.from_env()
+    except SettingsError as exc:
+        print(f"tunedeck: {exc}", file=sys.stderr)
+        return 2
+    problem = home_unwritable(paths)
+    if problem:
+        print(f"tunedeck: {problem}", file=sys.stderr)
+        return 2
     p = argparse.ArgumentParser(prog="tunedeck serve", description=__doc__)
-    p.add_argument("--host", default=os.environ.get("TUNEDECK_HOST", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=int(os.environ.get("TUNEDECK_PORT", "7860")))
+    p.add_argument("--host", default=settings.host)
+    p.add_argument("--port", type=int, default=settings.port)
     p.add_argument("--share", action="store_true", help="also ask Gradio for a public link (needs internet)")
     p.add_argument(
         "--username",
-        default=os.environ.get("TUNEDECK_USERNAME", "admin"),
+        default=settings.username,
         help="login name when a password is set (env TUNEDECK_USERNAME)",
     )
     p.add_argument(
         "--password",
-        default=os.environ.get("TUNEDECK_PASSWORD"),
+        default=settings.password,
         help="require this password to open the app (env TUNEDECK_PASSWORD, preferred: flags show in ps)",
     )
     p.add_argument(
@@ -120,7 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     from ui import CSS
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # run the clean shutdown below on `kill`
-    app, ctx, shutdown = create()
+    low = home_low_on_space(paths)
+    if low:
+        log.warning("%s", low)
+    app, ctx, shutdown = create(paths)
     log.info("data directory: %s", ctx.paths.home)
     try:
         auth = None
@@ -136,9 +186,11 @@ def main(argv: list[str] | None = None) -> int:
             show_error=True,
             allowed_paths=[str(ctx.paths.home)],
             auth=auth,
-            max_file_size=f"{max_upload_mb()}mb",
+            max_file_size=settings.max_upload_bytes,
             auth_message="TuneDeck: log in with the username and password this server was started with.",
         )
+        if auth is not None:
+            hide_api_before_login(app.server_app)
         if args.share and not getattr(app, "share_url", None):
             print(
                 "TuneDeck: could not create a public share link (no internet, or the tunnel is blocked). "

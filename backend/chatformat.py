@@ -49,6 +49,11 @@ class Encoded:
     def n_trained(self) -> int:
         return sum(self.trained)
 
+    @property
+    def n_prompt(self) -> int:
+        """Tokens before the first trained one: what must fit in max_length for any response to be learned."""
+        return next((i for i, t in enumerate(self.trained) if t), len(self.ids))
+
     def segments(self) -> list[tuple[str, bool]]:
         """The text cut into runs of (text, trained), following the tokens' character offsets."""
         if not self.offsets:

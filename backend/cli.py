@@ -21,24 +21,25 @@ import time
 from typing import Any
 
 from backend import views
-from backend.config import ConfigError, RunConfig, coerce_setting
-from backend.data import DataError, ImportReport, import_dataset, mapping_text
-from backend.demo import DemoError
-from backend.evaluate import EvalError
-from backend.export import ExportError
+from backend.config import RunConfig, coerce_setting
+from backend.data import ImportReport, import_dataset, mapping_text
+from backend.errors import TuneDeckError, explain
 from backend.jobs import JobStatus
 from backend.manager import Manager, ensure_scheduler
-from backend.presets import PresetError, default_preset, load_preset
-from backend.settings import Paths
+from backend.presets import default_preset, load_preset
+from backend.settings import Paths, home_unwritable, load_settings
 from backend.store import Store
 
 
-class CliError(Exception):
+class CliError(TuneDeckError):
     pass
 
 
 def _ctx() -> tuple[Paths, Store, Manager]:
     paths = Paths.from_env()
+    problem = home_unwritable(paths)
+    if problem:
+        raise CliError(problem)
     store = Store(paths.db)
     return paths, store, Manager(store, paths)
 
@@ -676,28 +677,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        load_settings()  # every TUNEDECK_* setting checked once, all problems reported together
         return int(args.func(args) or 0)
-    except (
-        ConfigError,
-        DataError,
-        PresetError,
-        CliError,
-        KeyError,
-        ExportError,
-        DemoError,
-        EvalError,
-    ) as exc:
-        msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-        print(f"error: {msg}", file=sys.stderr)
+    except TuneDeckError as exc:  # a problem with its fix, whichever part of TuneDeck found it
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - the CLI shows a message, not a traceback
-        from backend.models import ModelError
-
-        if isinstance(exc, ModelError):
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        from backend.errors import explain
-
         print(f"error: {explain(exc)}", file=sys.stderr)
         return 1
 

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from backend.errors import TuneDeckError
+
 TINY_MODEL = "tiny-offline"
 CUDA_OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit")
 
@@ -281,7 +283,7 @@ class Problem:
         return f"{self.field} = {shown}: {self.message}. Fix: {self.fix}."
 
 
-class ConfigError(ValueError):
+class ConfigError(TuneDeckError, ValueError):
     """One or more settings are wrong. ``problems`` lists each one; ``str()`` shows them all."""
 
     def __init__(self, problems: list[Problem]):

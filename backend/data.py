@@ -640,6 +640,7 @@ class _Writer:
         encoded = self.fmt.encode_rows(self.shape, frame.to_dict("records"), self.system_prompt)
         total = np.array([e.n_tokens for e in encoded], dtype=np.int32)
         trained = np.array([e.n_trained for e in encoded], dtype=np.int32)
+        prompt = np.array([e.n_prompt for e in encoded], dtype=np.int32)
         over = total > self.max_length
         if over.any():
             rows = frame["source_row"].to_numpy()[over].tolist()
@@ -650,8 +651,8 @@ class _Writer:
                 self.over_rows.extend(rows[: SAMPLE_ROWS - len(self.over_rows)])
         if self.over_length == "drop":
             frame, keys = frame[~over].reset_index(drop=True), keys[~over]
-            total, trained = total[~over], trained[~over]
-        self.lengths[part].append(np.stack([total, trained]))
+            total, trained, prompt = total[~over], trained[~over], prompt[~over]
+        self.lengths[part].append(np.stack([total, trained, prompt]))
         return frame, keys
 
     def over_length_info(self, model: str | None) -> dict[str, Any] | None:
@@ -710,8 +711,8 @@ class _Writer:
         lengths = None
         if self.fmt is not None:
             parts = self.lengths["train"] + self.lengths["validation"]
-            both = np.concatenate(parts, axis=1) if parts else np.zeros((2, 0), dtype=np.int32)
-            lengths = (both[0], both[1])
+            both = np.concatenate(parts, axis=1) if parts else np.zeros((3, 0), dtype=np.int32)
+            lengths = (both[0], both[1], both[2])
         return digest.hexdigest(), lengths
 
 

@@ -17,21 +17,23 @@ import json
 import os
 import secrets
 import signal
-import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backend.settings import PROJECT_ROOT, Paths
+from backend import supervisor
+from backend.errors import TuneDeckError
+from backend.settings import Paths
 from backend.store import Store
 
 DEMO_USER = "demo"
 _PBKDF2_ROUNDS = 200_000
 
 
-class DemoError(RuntimeError):
+class DemoError(TuneDeckError, RuntimeError):
     pass
 
 
@@ -80,25 +82,6 @@ def demo_dir(paths: Paths, run_id: str) -> Path:
     return paths.home / "demos" / run_id
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_demo(
     store: Store,
     paths: Paths,
@@ -135,7 +118,7 @@ def start_demo(
         "adapter_dir": job.result["adapter_dir"],
         "system_prompt": job.config.get("system_prompt", ""),
         "host": host,
-        "port": port or _free_port(),
+        "port": port or supervisor.free_port(),
         "share": share,
         "share_server_address": share_server_address,
         "username": DEMO_USER,
@@ -144,22 +127,15 @@ def start_demo(
     }
     (folder / "demo.json").write_text(json.dumps(spec, indent=2))
     os.chmod(folder / "demo.json", 0o600)
-    env = {
-        **os.environ,
-        "TUNEDECK_HOME": str(paths.home),
-        "PYTHONUNBUFFERED": "1",
-        "GRADIO_ANALYTICS_ENABLED": "False",
-    }
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
-    with open(folder / "demo.log", "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "backend.demo", str(folder)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-        )
+    proc = supervisor.start(
+        supervisor.python("-m", "backend.demo", str(folder)),
+        paths,
+        log=folder / "demo.log",
+        env=supervisor.child_env(paths, GRADIO_ANALYTICS_ENABLED="False"),
+    )
+    threading.Thread(
+        target=proc.wait, name="tunedeck-reap-demo", daemon=True
+    ).start()  # no zombie when it stops
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         status = _read_status(folder)
@@ -177,7 +153,7 @@ def start_demo(
             tail = (folder / "demo.log").read_text(errors="replace").strip().splitlines()[-3:]
             raise DemoError(f"The demo of {run_id} stopped while starting: {' / '.join(tail)}")
         time.sleep(0.3)
-    os.killpg(proc.pid, signal.SIGKILL)
+    supervisor.stop(proc, grace_s=0)
     raise DemoError(f"The demo of {run_id} did not start within {timeout_s:.0f} s; see {folder / 'demo.log'}")
 
 
@@ -185,16 +161,12 @@ def stop_demo(paths: Paths, run_id: str, timeout_s: float = 15) -> bool:
     """Stop a running demo. Returns False when none was running."""
     status = _read_status(demo_dir(paths, run_id))
     pid = status.get("pid")
-    if not pid or not _alive(pid):
-        (demo_dir(paths, run_id) / "status.json").unlink(missing_ok=True)
+    folder = demo_dir(paths, run_id)
+    if not pid or not supervisor.alive(pid, marker=folder):
+        (folder / "status.json").unlink(missing_ok=True)
         return False
-    os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if _alive(pid):
-        os.killpg(pid, signal.SIGKILL)
-    (demo_dir(paths, run_id) / "status.json").unlink(missing_ok=True)
+    supervisor.stop(pid, grace_s=timeout_s)
+    (folder / "status.json").unlink(missing_ok=True)
     return True
 
 
@@ -203,7 +175,7 @@ def list_demos(paths: Paths) -> list[dict[str, Any]]:
     root = paths.home / "demos"
     for folder in sorted(root.glob("*")) if root.is_dir() else []:
         status = _read_status(folder)
-        if status.get("ready") and _alive(status.get("pid", 0)):
+        if status.get("ready") and supervisor.alive(status.get("pid", 0), marker=folder):
             out.append(
                 {
                     "run_id": folder.name,

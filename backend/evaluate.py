@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backend.errors import TuneDeckError
 from backend.settings import Paths
 from backend.store import JobRecord, Store
 
@@ -28,7 +29,7 @@ DEFAULT_LIMIT = 64
 SCORE_BATCH = 8  # answers generated together: on 2 CPU cores a batch of 8 costs ~2x one answer, not 8x
 
 
-class EvalError(ValueError):
+class EvalError(TuneDeckError, ValueError):
     pass
 
 
@@ -208,7 +209,28 @@ def evaluate_run(
     adapter = (job.result or {}).get("adapter_dir")
     if not adapter:
         raise EvalError(f"{run_id} has no adapter to evaluate (status {job.status.value}).")
-    return score(store, job, adapter, pool or ModelPool(paths), limit=limit, max_new_tokens=max_new_tokens)
+    if pool is not None:  # the caller's models, already loaded where it decided
+        return score(store, job, adapter, pool, limit=limit, max_new_tokens=max_new_tokens)
+    # Scoring loads the base and answers every example twice: it waits its turn while a job trains, as chat does
+    # on a GPU (one owner of the accelerator), and says so.
+    import os
+    import sys
+
+    from backend.accelerator import Accelerator
+
+    accelerator, holder = Accelerator(store), f"score:{os.getpid()}"
+    said: list[str] = []
+
+    def notify(message: str) -> None:
+        if message not in said:  # once, not every poll
+            said.append(message)
+            print(message, file=sys.stderr, flush=True)
+
+    accelerator.wait_for_turn(holder, 0.0, notify=notify)
+    try:
+        return score(store, job, adapter, ModelPool(paths), limit=limit, max_new_tokens=max_new_tokens)
+    finally:
+        accelerator.release(holder)
 
 
 class Stopped(Exception):

@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from backend import runcard
+from backend.errors import TuneDeckError
 from backend.models import BUILTINS
 from backend.settings import Paths
 from backend.store import JobRecord, Store
 
 
-class ExportError(ValueError):
+class ExportError(TuneDeckError, ValueError):
     pass
 
 

@@ -56,6 +56,7 @@ def load(
     caps = detect(device)
     dtype = getattr(torch, dtype_name or inference_dtype(adapter_dir, device))
     trust = Store(paths.db).trusts_remote_code(base_model)  # only a model the person trusted for a run
+    models.require_no_own_code(ref, trust)
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir or ref.location, trust_remote_code=trust)
     model = AutoModelForCausalLM.from_pretrained(ref.location, dtype=dtype, trust_remote_code=trust)
     if adapter_dir:

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from backend.errors import TuneDeckError
+
 log = logging.getLogger(__name__)
 
 MAGIC = b"GGUF"
@@ -43,7 +45,7 @@ PROCESS_BYTES = int(0.6 * 2**30)
 Progress = Callable[[str], None]
 
 
-class GgufError(ValueError):
+class GgufError(TuneDeckError, ValueError):
     """A GGUF file TuneDeck cannot use; the message names the file, the problem and what to do."""
 
 

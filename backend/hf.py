@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backend.config import CUDA_OPTIMIZERS, RunConfig
+from backend.errors import TuneDeckError
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class DeviceCaps:
     memory_gb: float = 0.0  # total memory of one GPU; 0 when not a GPU
 
 
-class UnsupportedOnDevice(ValueError):
+class UnsupportedOnDevice(TuneDeckError, ValueError):
     """A setting that this device cannot honour; the message says which and what to use instead."""
 
 

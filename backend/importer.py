@@ -19,8 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from backend import supervisor
 from backend.readers import DataError
-from backend.settings import PROJECT_ROOT, Paths
+from backend.settings import Paths
 
 
 def import_in_subprocess(
@@ -32,11 +33,9 @@ def import_in_subprocess(
 
     dataset_id = new_dataset_id()
     request = json.dumps({"file": str(file), "dataset_id": dataset_id, **options})
-    env = {**os.environ, "TUNEDECK_HOME": str(paths.home), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "backend.importer"],
-        cwd=str(PROJECT_ROOT),
-        env=env,
+    proc = supervisor.start(
+        supervisor.python("-m", "backend.importer"),
+        paths,
         text=True,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

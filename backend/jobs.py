@@ -1,7 +1,8 @@
 """Job status and the transitions allowed between them.
 
 Only the job manager (``backend.manager.Manager``) changes a job's status, and it does so through
-``Store.set_status``, which refuses any transition not listed here.
+a ``StatusWriter`` (``backend.store``) that only the process holding the scheduler's lock gets, and which refuses
+any transition not listed here.
 """
 
 from __future__ import annotations

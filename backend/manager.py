@@ -24,7 +24,6 @@ crashed one from its last checkpoint.
 from __future__ import annotations
 
 import fcntl
-import functools
 import logging
 import os
 import secrets
@@ -38,19 +37,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend import estimate, hardware, models
+from backend import estimate, hardware, models, supervisor
+from backend.accelerator import Accelerator
 from backend.config import ConfigError, Problem, RunConfig
+from backend.errors import EXIT_DISK_FULL, TuneDeckError, disk_full_message
 from backend.jobs import JobStatus
-from backend.settings import PROJECT_ROOT, Paths
-from backend.store import DatasetGone, DatasetRecord, JobRecord, Store
+from backend.settings import Paths
+from backend.store import DatasetGone, DatasetRecord, JobRecord, StatusWriter, Store
 from backend.train import JobSpec, RunResult, checkpoint_step, last_checkpoint, read_result
 
 log = logging.getLogger(__name__)
 
 WorkerCommand = Callable[[Path], list[str]]
 GpuProbe = Callable[[], list[hardware.Gpu]]
-TEMPLATE_OVERHEAD_TOKENS = 16  # role markers and separators the chat template adds around a prompt
 STANDBY_ENV = "TUNEDECK_STANDBY_WORKER"  # "0" turns the standby worker off
+LEASE_GRACE_S = 60.0  # how long a queued GPU job waits for chat or scoring to let go of the GPU
 
 
 def default_worker_command(job_dir: Path) -> list[str]:
@@ -61,7 +62,7 @@ def default_worker_command(job_dir: Path) -> list[str]:
         from backend import hf
 
         on_cpu = cfg.device == "cpu" or (cfg.device == "auto" and not hardware.gpu_inventory())
-        return hf.accelerate_command(cfg, str(job_dir), port=_free_port(), on_cpu=on_cpu)
+        return hf.accelerate_command(cfg, str(job_dir), port=supervisor.free_port(), on_cpu=on_cpu)
     return [sys.executable, "-m", "backend.worker", str(job_dir)]
 
 
@@ -104,8 +105,19 @@ class CpuEstimate:
         return self.run.ram_gb <= self.available_gb
 
 
-class ResumeError(ValueError):
+class ResumeError(TuneDeckError, ValueError):
     """A job that cannot be resumed; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class _Retry:
+    """A job to queue again after it ran out of GPU memory (decided before the failure is recorded)."""
+
+    job_id: str
+    dataset: DatasetRecord
+    config: RunConfig
+    checkpoint: Path | None
+    note: str
 
 
 @dataclass
@@ -116,6 +128,7 @@ class _Running:
     job_dir: Path
     term_sent_at: float | None = None
     killed: bool = False
+    hung_for: float | None = None  # seconds without a sign of life when the watchdog stopped it
 
 
 class Manager:
@@ -128,6 +141,7 @@ class Manager:
         kill_after_s: float = 30.0,
         poll_s: float = 0.5,
         gpu_probe: GpuProbe = hardware.gpu_inventory,
+        hang_after_s: float | None = None,
     ):
         self.store = store
         self.paths = paths
@@ -135,12 +149,17 @@ class Manager:
         self.kill_after_s = kill_after_s
         self.poll_s = poll_s
         self.gpu_probe = gpu_probe
+        # A running job with no sign of life (a step, a beat) for this long is failed and its worker killed.
+        self.hang_after_s = hang_after_s if hang_after_s is not None else _settings().hang_timeout_s
         self._running: dict[str, _Running] = {}
         self._lock_file: int | None = None
         self._standby: subprocess.Popen | None = None
         self._standby_wanted = False
         self._standby_failures = 0
         self._standby_retry_at = 0.0
+        self.problem: str | None = None  # why the last scheduling pass failed, until one works again
+        self.status: StatusWriter | None = None  # the one writer of job status, while this process schedules
+        self._clearing_since: float | None = None  # when the next job asked chat/scoring to let go of the GPU
 
     # -- any process ------------------------------------------------------------------------------------------
 
@@ -173,7 +192,7 @@ class Manager:
             )
             ref = None
         if record is not None and ref is not None:
-            problems.extend(_length_problems(record.path, _shape(record), ref, config, self.paths))
+            problems.extend(self._length_problems(record, config))
         if not problems:
             problems.extend(self._memory_problems(config, record, ref))
         if problems:
@@ -190,9 +209,10 @@ class Manager:
         resume_checkpoint: Path | None = None,
         resumed_from: str = "",
         retry_of: str = "",
+        job_id: str | None = None,
     ) -> JobRecord:
         dataset_id, dataset_name = dataset.id, dataset.name
-        job_id = new_job_id()
+        job_id = job_id or new_job_id()
         job_dir = self.paths.job_dir(job_id)
         job_dir.mkdir(parents=True)
         try:
@@ -313,9 +333,9 @@ class Manager:
                 f"No estimate for {config.base_model}: its config.json is not on this machine yet "
                 "(it is read after the first download)."
             )
-        stats = _dataset_tokens(record.path, _shape(record), config, self.paths) if record else None
-        seq = min(stats.longest, config.max_length) if stats else config.max_length
         gpus = self._gpus_for(config)
+        stats = self.token_report(record, config) if record and gpus else None
+        seq = stats.train_longest if stats and stats.train_longest else config.max_length
         lines = []
         fits = True
         if gpus:
@@ -335,45 +355,50 @@ class Manager:
             )
         if stats:
             kind = "cuda" if gpus else "cpu"
+            rows = stats.train_rows
             secs = estimate.seconds_per_epoch(
                 shape,
                 config,
-                tokens_per_epoch=stats.tokens,
-                mean_len=stats.mean,
+                tokens_per_epoch=stats.tokens_per_epoch,
+                mean_len=stats.tokens_per_epoch / max(rows, 1),
                 device_kind=kind,
                 device_name=gpus[0].name if gpus else "",
             )
-            if secs is not None:
+            if secs is not None and rows:
                 per_step = config.batch_size * config.grad_accum * max(config.num_devices, 1)
-                steps = config.max_steps if config.max_steps > 0 else _steps_per_epoch(config, stats.rows)
-                epochs = steps * per_step / stats.rows if config.max_steps > 0 else config.num_epochs
+                steps = config.max_steps if config.max_steps > 0 else _steps_per_epoch(config, rows)
+                epochs = steps * per_step / rows if config.max_steps > 0 else config.num_epochs
                 lines.append(
                     f"About {_duration(secs * epochs)} for the run: {steps} steps, {epochs:.3g} epochs of "
-                    f"{stats.rows} examples ({stats.tokens:,} tokens) on the "
+                    f"{rows} examples ({stats.tokens_per_epoch:,} tokens) on the "
                     f"{'GPU' if gpus else 'CPU'}. A rough figure; the Runs tab shows the real pace."
                 )
         return fits, "  \n".join(lines)
+
+    def token_report(self, record: DatasetRecord, config: RunConfig):
+        """The dataset's exact token counts with this model's tokenizer and chat template, as it will be trained
+        (the Data tab's report, cached per dataset version and model): the one count the estimate, the length
+        check and the Data tab share. None while the model's tokenizer is not on this machine. Torch-free."""
+        from backend import report
+        from backend.chatformat import ChatFormat
+        from backend.readers import DataError
+
+        try:
+            fmt = ChatFormat.load(config.base_model, self.paths)
+            return report.token_report(
+                record, fmt, system_prompt=config.system_prompt, max_length=config.max_length
+            )
+        except (DataError, OSError, ValueError):
+            return None
 
     def cpu_estimate(self, dataset: str | DatasetRecord | None, config: RunConfig) -> CpuEstimate | None:
         """Memory and time of this job on this machine's CPU, from the dataset's exact token counts with the
         model's own tokenizer and chat template (the Data tab's report, cached per dataset version); None while the
         model's shape or tokenizer is not on this machine. Torch-free."""
-        from backend import report
-        from backend.chatformat import ChatFormat
-        from backend.readers import DataError
-
         record = self.store.get_dataset(dataset) if isinstance(dataset, str) else dataset
         shape = estimate.model_shape(config.base_model, self.paths)
-        if record is None or shape is None:
-            return None
-        try:
-            fmt = ChatFormat.load(config.base_model, self.paths)
-            tokens = report.token_report(
-                record, fmt, system_prompt=config.system_prompt, max_length=config.max_length
-            )
-        except (DataError, OSError, ValueError):
-            return None
-        if not tokens.train_rows:
+        tokens = self.token_report(record, config) if record is not None else None
+        if shape is None or tokens is None or not tokens.train_rows:
             return None
         bf16 = config.precision == "bf16" or (config.precision == "auto" and hardware.cpu_has_bf16())
         cores = os.cpu_count() or 1
@@ -460,6 +485,29 @@ class Manager:
             + "."
         )
 
+    def _length_problems(self, record: DatasetRecord, config: RunConfig) -> list[Problem]:
+        """max_length must leave room for a response after the longest prompt, counted exactly as the worker will
+        (the model's chat template and tokenizer; on a sample of a very big dataset, and then said so)."""
+        if _shape(record) == "text":
+            return []  # plain text is cut to max_length and still trains on what is left
+        tokens = self.token_report(record, config)
+        if tokens is None or tokens.longest_prompt < config.max_length:
+            return []  # no tokenizer here yet: the worker checks once it has it
+        longest, row = tokens.longest_prompt, tokens.longest_prompt_row
+        need = (longest + 64 + 63) // 64 * 64
+        chat = _shape(record) == "chat"
+        what = "conversation before its first assistant reply" if chat else "prompt"
+        return [
+            Problem(
+                "max_length",
+                config.max_length,
+                f"the longest {what} (row {row} of the file) is {longest} tokens"
+                + (" (of a sample of the rows)" if tokens.sampled else "")
+                + ", so its response would be cut off",
+                f"set max_length to at least {need}, or shorten that {'conversation' if chat else 'prompt'}",
+            )
+        ]
+
     def _gpus_for(self, config: RunConfig) -> list[hardware.Gpu]:
         if config.device in ("cpu", "mps"):
             return []
@@ -468,13 +516,13 @@ class Manager:
 
     def _budget_gb(self, gpu: hardware.Gpu) -> float:
         """Memory a new job can count on: free memory, plus what our own running job holds (it will be done first,
-        since jobs run one at a time)."""
+        since jobs run one at a time), plus what chat, scoring or export hold (they let go when a job needs it)."""
         ours = hardware.gpu_memory_of_groups(
             [r.pid for r in self._running.values()]
             or [j.pid for j in self.store.list_jobs((JobStatus.RUNNING,)) if j.pid],
             gpu.index,
         )
-        return gpu.free_gb + ours
+        return gpu.free_gb + ours + Accelerator(self.store).held_gb()
 
     def _memory_problems(
         self, config: RunConfig, record: DatasetRecord | None, ref: models.ModelRef | None
@@ -484,7 +532,6 @@ class Manager:
         gpus = self._gpus_for(config)
         if ref is None or record is None:
             return []
-        dataset_path, shape = record.path, _shape(record)
         if not gpus:
             mshape = estimate.model_shape(config.base_model, self.paths)
             cpu = self.cpu_estimate(record, config)
@@ -499,8 +546,8 @@ class Manager:
         mshape = estimate.model_shape(config.base_model, self.paths)
         if mshape is None:
             return []
-        stats = _dataset_tokens(dataset_path, shape, config, self.paths) if dataset_path else None
-        seq = min(stats.longest, config.max_length) if stats else config.max_length
+        stats = self.token_report(record, config)
+        seq = stats.train_longest if stats and stats.train_longest else config.max_length
         budget = min(self._budget_gb(g) for g in gpus)
         fit = estimate.check_fit(mshape, config, budget, seq_len=seq)
         if fit.fits:
@@ -533,6 +580,7 @@ class Manager:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_file = fd
+        self.status = self.store.status_writer(fd)
         self._recover()
         return True
 
@@ -542,6 +590,7 @@ class Manager:
             fcntl.flock(self._lock_file, fcntl.LOCK_UN)
             os.close(self._lock_file)
             self._lock_file = None
+            self.status = None
 
     @property
     def is_scheduler(self) -> bool:
@@ -552,21 +601,40 @@ class Manager:
 
         A long-lived scheduler (the web app's) keeps a standby worker while idle; a short-lived one does not."""
         self._standby_wanted = (
-            not until_idle
-            and self.worker_command is default_worker_command
-            and os.environ.get(STANDBY_ENV, "1") != "0"
+            not until_idle and self.worker_command is default_worker_command and _settings().standby_worker
         )
+        failures = 0
         try:
             while not stop.is_set():
-                if self.try_acquire():
-                    self.tick()
-                    if until_idle and self.idle():
-                        return
-                elif until_idle:
-                    return  # another process schedules
+                try:
+                    if self.try_acquire():
+                        self.tick()
+                        if until_idle and self.idle():
+                            return
+                    elif until_idle:
+                        return  # another process schedules
+                    if failures:
+                        log.info("scheduling works again after %d failed passes", failures)
+                    failures, self.problem = 0, None
+                except Exception as exc:  # noqa: BLE001 - a scheduler must outlive any one bad pass
+                    # A full disk, a locked or unwritable database, an I/O error: say so, wait, try again. Jobs
+                    # stay as they are meanwhile; the next pass that works picks up where this one stopped.
+                    failures += 1
+                    self.problem = self._describe_problem(exc)
+                    log.exception("a scheduling pass failed (%d in a row): %s", failures, self.problem)
+                    stop.wait(min(self.poll_s * 2**failures, 30.0))
+                    continue
                 stop.wait(self.poll_s)
         finally:
             self.release()
+
+    def _describe_problem(self, exc: BaseException) -> str:
+        """What stops the scheduler, for the UI: the folder and the fix where we know them."""
+        from backend.errors import disk_full_message, explain, is_disk_full
+
+        if is_disk_full(exc):
+            return "TuneDeck cannot write to its data directory: " + disk_full_message(self.paths.home)
+        return f"TuneDeck cannot schedule jobs right now ({explain(exc)}); it tries again by itself."
 
     def idle(self) -> bool:
         return not self._running and not self.store.list_jobs((JobStatus.QUEUED, JobStatus.RUNNING))
@@ -575,22 +643,44 @@ class Manager:
         assert self.is_scheduler, "only the scheduler may change job status"
         for job in self.store.queued_jobs():
             if job.cancel_requested:
-                self.store.set_status(job.id, JobStatus.CANCELLED, reason="cancelled before it started")
+                self.status.set(job.id, JobStatus.CANCELLED, reason="cancelled before it started")
         for run in list(self._running.values()):
             self._watch(run)
         if not self._running:
             queued = self.store.queued_jobs()
             if queued:
-                self._start(queued[0])
+                if self._gpu_clear_for(queued[0]):
+                    self._start(queued[0])
             elif self._standby_wanted:
                 self._keep_standby()
 
-    # -- internals ----------------------------------------------------------------------------------------------
+    def _gpu_clear_for(self, job: JobRecord) -> bool:
+        """A job that trains on the GPU starts once chat, scoring and export have let go of it (they are asked to;
+        the model server unloads its model). One that does not let go within LEASE_GRACE_S is not waited for."""
+        device = job.config.get("device", "auto")
+        if device not in ("auto", "cuda") or not self.gpu_probe():
+            self._clearing_since = None
+            return True
+        held = Accelerator(self.store).clear_for_training()
+        if not held:
+            self._clearing_since = None
+            return True
+        now = time.monotonic()
+        if self._clearing_since is None:
+            self._clearing_since = now
+            log.info("%s waits for %s to let go of the GPU", job.id, ", ".join(x.holder for x in held))
+        if now - self._clearing_since > LEASE_GRACE_S:
+            log.warning(
+                "%s did not let go of the GPU in %.0f s; starting %s anyway",
+                held[0].holder,
+                LEASE_GRACE_S,
+                job.id,
+            )
+            self._clearing_since = None
+            return True
+        return False
 
-    def _worker_env(self) -> dict[str, str]:
-        env = {**os.environ, "TUNEDECK_HOME": str(self.paths.home), "PYTHONUNBUFFERED": "1"}
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
-        return env
+    # -- internals ----------------------------------------------------------------------------------------------
 
     def _keep_standby(self) -> None:
         """A worker that has done its imports and waits on stdin for a job directory (see backend.worker)."""
@@ -606,20 +696,17 @@ class Manager:
             return
         if time.monotonic() < self._standby_retry_at:
             return
-        with open(self.paths.logs / "standby-worker.log", "ab") as out:
-            try:
-                self._standby = subprocess.Popen(
-                    [sys.executable, "-m", "backend.worker", "--standby"],
-                    stdin=subprocess.PIPE,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    cwd=str(self.paths.home),
-                    env=self._worker_env(),
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                log.warning("could not start a standby worker: %s", exc)
-                self._standby_wanted = False
+        try:
+            self._standby = supervisor.start(
+                supervisor.python("-m", "backend.worker", "--standby"),
+                self.paths,
+                cwd=self.paths.home,
+                log=self.paths.logs / "standby-worker.log",
+                stdin=subprocess.PIPE,
+            )
+        except OSError as exc:
+            log.warning("could not start a standby worker: %s", exc)
+            self._standby_wanted = False
 
     def _take_standby(self, job_dir: Path) -> subprocess.Popen | None:
         proc, self._standby = self._standby, None
@@ -634,60 +721,67 @@ class Manager:
 
     def _stop_standby(self) -> None:
         proc, self._standby = self._standby, None
-        if proc is not None and proc.poll() is None:
-            _signal_group(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                _signal_group(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        if proc is not None:
+            supervisor.stop(proc, grace_s=10)
 
     def _start(self, job: JobRecord) -> None:
         job_dir = Path(job.job_dir)
         (job_dir / "result.json").unlink(missing_ok=True)
-        env = self._worker_env()
         if self._standby is not None and job.config.get("num_devices", 1) == 1:
             proc = self._take_standby(job_dir)
             if proc is not None:
-                self.store.set_status(job.id, JobStatus.RUNNING, pid=proc.pid)
+                # Watched before the store says so: if that write fails, the next pass retries it (_watch) and
+                # never starts the job a second time.
                 self._running[job.id] = _Running(job.id, proc.pid, proc, job_dir)
+                self.status.set(job.id, JobStatus.RUNNING, pid=proc.pid)
                 log.info("started %s in the standby worker (pid %d)", job.id, proc.pid)
                 return
-        with open(job_dir / "worker.log", "ab") as out:
-            try:
-                proc = subprocess.Popen(
-                    self.worker_command(job_dir),
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    cwd=str(job_dir),
-                    env=env,
-                    start_new_session=True,  # own session and process group: cancel signals the whole group
-                )
-            except OSError as exc:
-                self.store.set_status(job.id, JobStatus.FAILED, reason=f"could not start the worker: {exc}")
-                return
-        self.store.set_status(job.id, JobStatus.RUNNING, pid=proc.pid)
+        try:  # its own process group: a cancel signals the whole group (accelerate's workers too)
+            proc = supervisor.start(
+                self.worker_command(job_dir), self.paths, cwd=job_dir, log=job_dir / "worker.log"
+            )
+        except OSError as exc:
+            self.status.set(job.id, JobStatus.FAILED, reason=f"could not start the worker: {exc}")
+            return
         self._running[job.id] = _Running(job.id, proc.pid, proc, job_dir)
+        self.status.set(job.id, JobStatus.RUNNING, pid=proc.pid)
         log.info("started %s as pid %d", job.id, proc.pid)
 
     def _watch(self, run: _Running) -> None:
         code = self._exit_code(run)
+        job = self.store.get_job(run.job_id)
+        if job is not None and job.status is JobStatus.QUEUED:  # the write that said it started had failed
+            job = self.status.set(run.job_id, JobStatus.RUNNING, pid=run.pid)
         if code is not None:
             self._finish(run, code)
             return
-        job = self.store.get_job(run.job_id)
+        if job is not None and run.hung_for is None:
+            self._check_alive(run, job)
         if job is None or not job.cancel_requested:
             return
         now = time.monotonic()
         if run.term_sent_at is None:
             log.info("cancelling %s: SIGTERM to process group %d", run.job_id, run.pid)
-            _signal_group(run.pid, signal.SIGTERM)
+            supervisor.signal_group(run.pid, signal.SIGTERM)
             run.term_sent_at = now
         elif not run.killed and now - run.term_sent_at > self.kill_after_s:
             log.warning("%s did not stop within %.0f s: SIGKILL", run.job_id, self.kill_after_s)
-            _signal_group(run.pid, signal.SIGKILL)
+            supervisor.signal_group(run.pid, signal.SIGKILL)
             run.killed = True
+
+    def _check_alive(self, run: _Running, job: JobRecord) -> None:
+        """The watchdog: a worker whose last sign of life (a step, a heartbeat, or its start) is older than
+        hang_after_s is stuck (a deadlock, a stalled disk or device call): kill it, so the queue moves on. The job
+        ends as failed with that reason when the manager sees the worker gone."""
+        progress = self.store.get_progress(run.job_id)
+        last = max(progress.updated if progress else 0.0, job.started or 0.0)
+        silent = time.time() - last
+        if last and silent > self.hang_after_s:
+            log.warning(
+                "%s: no sign of life for %.0f s, killing its worker (pid %d)", run.job_id, silent, run.pid
+            )
+            run.hung_for = silent
+            supervisor.signal_group(run.pid, signal.SIGKILL)
 
     def _exit_code(self, run: _Running) -> int | str | None:
         """The exit code (negative: killed by that signal), 'gone' for a re-attached worker that ended, or None."""
@@ -696,7 +790,8 @@ class Manager:
         return None if _alive(run.pid, run.job_dir) else "gone"
 
     def _finish(self, run: _Running, code: int | str) -> None:
-        self._running.pop(run.job_id, None)
+        """Decide and record how the job ended. It stays watched until that is written, so a failed write (a full
+        disk) is retried on the next pass instead of leaving the job running for ever."""
         job = self.store.get_job(run.job_id)
         assert job is not None
         result = read_result(run.job_dir)
@@ -707,39 +802,53 @@ class Manager:
             killed=run.killed,
             kill_after_s=self.kill_after_s,
         )
+        if code == EXIT_DISK_FULL and result is None:
+            reason = disk_full_message(self.paths.home)
+        if run.hung_for is not None and result is None:
+            status, reason = (
+                JobStatus.FAILED,
+                stopped_responding(run.hung_for, self.store.get_progress(job.id)),
+            )
         payload = result.__dict__ if result else {}
         retry = None
         if status is JobStatus.FAILED and result is not None and result.extra.get("out_of_memory"):
-            retry, note = self._oom_retry(job, result)
-            reason += note
-        self.store.set_status(run.job_id, status, reason=reason, result=payload)
+            retry = self._oom_retry_plan(job, result)
+            if retry is not None:
+                reason += retry.note
+        self.status.set(run.job_id, status, reason=reason, result=payload)
+        self._running.pop(run.job_id, None)
         log.info("%s ended: %s %s", run.job_id, status.value, reason)
-        if retry is not None:
-            log.info("%s: out of GPU memory, retrying as %s", run.job_id, retry.id)
+        if (
+            retry is not None
+        ):  # queued only once the failure is recorded: a retried _finish never queues twice
+            self._queue(
+                retry.dataset,
+                retry.config,
+                job.preset,
+                resume_checkpoint=retry.checkpoint,
+                retry_of=job.id,
+                job_id=retry.job_id,
+            )
+            log.info("%s: out of GPU memory, retrying as %s", run.job_id, retry.job_id)
 
-    def _oom_retry(self, job: JobRecord, result: RunResult) -> tuple[JobRecord | None, str]:
-        """With oom_retry on: queue the same job with half the micro-batch and twice the accumulation (the same
+    def _oom_retry_plan(self, job: JobRecord, result: RunResult) -> _Retry | None:
+        """With oom_retry on: the same job with half the micro-batch and twice the accumulation (the same
         effective batch), from the last checkpoint if there is one."""
         config = RunConfig.parse(job.config)
         smaller = estimate.halved_batch(config)
         if not config.oom_retry or smaller is None:
-            return None, ""
+            return None
         record = self.store.get_dataset(job.dataset_id)
         if record is None:
-            return None, ""
+            return None
         ckpt = result.extra.get("checkpoint") or ""
         checkpoint = Path(ckpt) if ckpt and Path(ckpt).is_dir() else last_checkpoint(job.job_dir)
-        retry = self._queue(
-            record,
-            smaller,
-            job.preset,
-            resume_checkpoint=checkpoint,
-            retry_of=job.id,
-        )
-        return retry, (
-            f" Retrying automatically as {retry.id} with batch_size {smaller.batch_size} and grad_accum "
+        retry_id = new_job_id()
+        note = (
+            f" Retrying automatically as {retry_id} with batch_size {smaller.batch_size} and grad_accum "
             f"{smaller.grad_accum}" + (f", from step {checkpoint_step(checkpoint)}." if checkpoint else ".")
         )
+        return _Retry(retry_id, record, smaller, checkpoint, note)
 
     def _recover(self) -> None:
         """Adopt workers an earlier scheduler started; fail those that died while nobody watched."""
@@ -752,6 +861,31 @@ class Manager:
                 self._running[job.id] = _Running(job.id, job.pid, None, job_dir)
             else:
                 self._finish(_Running(job.id, job.pid or 0, None, job_dir), "gone")
+
+
+HANG_ENV = (
+    "TUNEDECK_HANG_TIMEOUT_S"  # read in backend.settings (default 900 s: far longer than any step we know)
+)
+
+
+def stopped_responding(silent_s: float, progress) -> str:
+    at = f" at step {progress.step} of {progress.total_steps}" if progress and progress.total_steps else ""
+    doing = f" while {progress.activity}" if progress and progress.activity else ""
+    return (
+        f"worker stopped responding: no progress for {silent_s:.0f} s{at}{doing}, so TuneDeck stopped it (a "
+        "deadlock, or a disk or device call that never returned). Fix: resume it from its last checkpoint; if it "
+        f"happens again, see worker.log, or give slow steps more time with {HANG_ENV}."
+    )
+
+
+def _settings():
+    """The TUNEDECK_* settings (the app and the CLI refuse to start with a bad one, so this never fails there)."""
+    from backend.settings import SettingsError, load_settings
+
+    try:
+        return load_settings()
+    except SettingsError:
+        return load_settings({})
 
 
 def decide(
@@ -777,6 +911,8 @@ def decide(
     if cancel_requested and code == -signal.SIGTERM:
         # Our cancel's SIGTERM arrived before the worker installed its handler (it was still starting up).
         return JobStatus.CANCELLED, "cancelled while the worker was starting, before it saved anything"
+    if code == EXIT_DISK_FULL:
+        return JobStatus.FAILED, disk_full_message("TuneDeck's data directory")
     if code == "gone":
         return JobStatus.FAILED, (
             "worker died while TuneDeck was not watching (it was started before a restart and left no result); "
@@ -813,129 +949,12 @@ def ensure_scheduler(paths: Paths) -> bool:
         fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
-    env = {**os.environ, "TUNEDECK_HOME": str(paths.home)}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
-    with open(paths.logs / "manager.log", "ab") as out:
-        subprocess.Popen(
-            [sys.executable, "-m", "backend", "manager", "--until-idle"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-        )
-    return True
-
-
-@dataclass(frozen=True)
-class _Tokens:
-    """Approximate token counts of a dataset's training rows (its tokenizer, plus an allowance for the template)."""
-
-    rows: int
-    tokens: int  # all rows, each cut to max_length
-    longest: int
-    mean: float
-    prompt_lengths: list[int]
-    source_rows: list[int]
-
-
-def _dataset_tokens(dataset_path: str, shape: str, config: RunConfig, paths: Paths) -> _Tokens | None:
-    """Token counts with the model's tokenizer.json (torch-free), or None while the tokenizer is not here."""
-    ref = models.resolve(config.base_model, paths)
-    tok_file = models.tokenizer_file(ref)
-    if tok_file is None and ref.made_here:
-        try:
-            models.materialize_in_child(ref, paths)
-        except models.ModelError:
-            return None  # the worker converts it again and reports the problem as the job's reason
-        tok_file = models.tokenizer_file(ref)
-    if tok_file is None:
-        return None
-    try:
-        mtime = os.stat(dataset_path).st_mtime_ns
-    except OSError:
-        return None
-    totals, prompts, rows = _count_tokens(dataset_path, mtime, shape, tok_file, config.system_prompt)
-    if not totals:
-        return None
-    capped = [min(t, config.max_length) for t in totals]
-    return _Tokens(len(totals), sum(capped), max(totals), sum(capped) / len(capped), prompts, rows)
-
-
-@functools.lru_cache(maxsize=4)  # the Train tab asks again on every change; a dataset version never changes
-def _count_tokens(dataset_path: str, mtime_ns: int, shape: str, tok_file: str, system_prompt: str):
-    """(total tokens per row, tokens before the first response per row, source row numbers), training rows only."""
-    import json
-
-    import pandas as pd
-    from tokenizers import Tokenizer
-
-    frame = pd.read_parquet(dataset_path)
-    if "split" in frame.columns:
-        frame = frame[~frame["split"].astype(str).str.lower().eq("validation")]
-    tok = Tokenizer.from_file(tok_file)
-
-    def count(texts: list[str]) -> list[int]:
-        return [len(e.ids) for e in tok.encode_batch(texts)] if texts else []
-
-    if shape == "chat":
-        convs = [json.loads(m) if isinstance(m, str) else list(m) for m in frame["messages"]]
-        first = [next((i for i, m in enumerate(c) if m.get("role") == "assistant"), len(c)) for c in convs]
-        before = [
-            system_prompt + "\n" + "\n".join(m["content"] for m in c[:k])
-            for c, k in zip(convs, first, strict=True)
-        ]
-        prompts = [x + TEMPLATE_OVERHEAD_TOKENS for x in count(before)]
-        totals = [
-            x + TEMPLATE_OVERHEAD_TOKENS // 2 * len(c)
-            for x, c in zip(
-                count([system_prompt + "\n" + "\n".join(m["content"] for m in c) for c in convs]),
-                convs,
-                strict=True,
-            )
-        ]
-    elif shape == "text":
-        prompts = []
-        totals = [x + 1 for x in count([str(t) for t in frame["text"]])]
-    else:
-        systems = list(frame["system"]) if "system" in frame.columns else [""] * len(frame)
-        heads = [(s or system_prompt) + "\n" + p for p, s in zip(frame["prompt"], systems, strict=True)]
-        prompts = [x + TEMPLATE_OVERHEAD_TOKENS for x in count(heads)]
-        totals = [
-            x + TEMPLATE_OVERHEAD_TOKENS
-            for x in count([h + "\n" + r for h, r in zip(heads, frame["response"], strict=True)])
-        ]
-    rows = (
-        [int(r) for r in frame["source_row"]]
-        if "source_row" in frame.columns
-        else list(range(2, len(frame) + 2))
+    proc = supervisor.start(
+        supervisor.python("-m", "backend", "manager", "--until-idle"), paths, log=paths.logs / "manager.log"
     )
-    return totals, prompts, rows
-
-
-def _length_problems(
-    dataset_path: str, shape: str, ref: models.ModelRef, config: RunConfig, paths: Paths
-) -> list[Problem]:
-    """max_length must leave room for the response after the longest prompt (checked with the real tokenizer)."""
-    if shape == "text":
-        return []  # plain text is cut to max_length and still trains on what is left
-    stats = _dataset_tokens(dataset_path, shape, config, paths)
-    if stats is None or not stats.prompt_lengths:
-        return []  # not downloaded yet: the worker checks once it has the tokenizer
-    longest = max(stats.prompt_lengths)
-    if longest < config.max_length:
-        return []
-    row = stats.source_rows[stats.prompt_lengths.index(longest)]
-    need = (longest + 64 + 63) // 64 * 64
-    what = "prompt" if shape == "prompt_response" else "conversation before its first assistant reply"
-    return [
-        Problem(
-            "max_length",
-            config.max_length,
-            f"the longest {what} (row {row} of the file) is about {longest} tokens, so its response would be cut off",
-            f"set max_length to at least {need}, or shorten that {'prompt' if shape == 'prompt_response' else 'conversation'}",
-        )
-    ]
+    # Reaped when it ends (it may end before this command does): no zombie left behind while we wait.
+    threading.Thread(target=proc.wait, name="tunedeck-reap-scheduler", daemon=True).start()
+    return True
 
 
 def _shape(record) -> str:
@@ -957,42 +976,9 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _alive(pid: int, job_dir: Path) -> bool:
-    """Is ``pid`` a live worker for this job dir? (Guards against the pid having been reused.)"""
-    if pid <= 0:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except (OSError, IndexError):
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return False
-        return True  # no /proc (macOS): trust the pid
-    if str(job_dir) in cmdline:
-        return True
-    try:  # a standby worker that took this job: its command line is generic, but it works in the job's folder
-        return os.readlink(f"/proc/{pid}/cwd") == str(job_dir)
-    except OSError:
-        return False
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+    """Is ``pid`` a live worker for this job dir? (A pid the system gave to another program does not count.)"""
+    return supervisor.alive(pid, marker=job_dir)
 
 
 def _signal_name(n: int) -> str:

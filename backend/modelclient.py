@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
 
-from backend.settings import PROJECT_ROOT, Paths
+from backend import supervisor
+from backend.errors import TuneDeckError
+from backend.settings import Paths
 
 WAITING = -1  # the column number of "your request waits because..." messages
 
 
-class ModelServerError(RuntimeError):
+class ModelServerError(TuneDeckError, RuntimeError):
     pass
 
 
@@ -35,20 +35,16 @@ class ModelClient:
     def _ensure(self) -> subprocess.Popen:
         if self._proc is not None and self._proc.poll() is None:
             return self._proc
-        env = {**os.environ, "TUNEDECK_HOME": str(self.paths.home), "PYTHONUNBUFFERED": "1"}
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
-        log = open(self._log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "backend.modelserver"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            env=env,
-            text=True,
-            bufsize=1,
-            start_new_session=True,
-        )
-        log.close()
+        with open(self._log_path, "ab") as log:
+            self._proc = supervisor.start(
+                supervisor.python("-m", "backend.modelserver"),
+                self.paths,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                bufsize=1,
+            )
         ready = self._proc.stdout.readline() if self._proc.stdout else ""
         if not ready:
             raise ModelServerError(f"the model server did not start; see {self._log_path}")
@@ -153,10 +149,6 @@ class ModelClient:
             self.close()
 
     def close(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
+        if self._proc is not None:
+            supervisor.stop(self._proc, grace_s=10)
         self._proc = None

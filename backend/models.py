@@ -29,6 +29,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from backend.config import TINY_MODEL
+from backend.errors import TuneDeckError
 from backend.settings import Paths
 
 TINY_DESCRIPTION = (
@@ -39,7 +40,7 @@ TINY_DESCRIPTION = (
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-class ModelError(ValueError):
+class ModelError(TuneDeckError, ValueError):
     pass
 
 
@@ -293,15 +294,13 @@ def materialize(ref: ModelRef, progress=None) -> str:
 def materialize_in_child(ref: ModelRef, paths: Paths, timeout: float = 900) -> None:
     """``materialize`` in a child interpreter: the web UI and the job manager must not import torch."""
     import subprocess
-    import sys
 
-    from backend.settings import PROJECT_ROOT
+    from backend import supervisor
 
     if not ref.made_here or ref.ready:
         return
-    res = subprocess.run(
-        [
-            sys.executable,
+    proc = supervisor.start(
+        supervisor.python(
             "-c",
             "import sys\n"
             "from backend import models\n"
@@ -312,12 +311,22 @@ def materialize_in_child(ref: ModelRef, paths: Paths, timeout: float = 900) -> N
             "    print(exc, file=sys.stderr); sys.exit(3)\n",
             ref.name,
             str(paths.home),
-        ],
-        cwd=str(PROJECT_ROOT),
-        capture_output=True,
+        ),
+        paths,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
     )
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        supervisor.stop(
+            proc, grace_s=5
+        )  # the temporary folder is removed by the next conversion (it holds the lock)
+        raise ModelError(
+            f"Preparing the model {ref.name} took longer than {timeout:.0f} s and was stopped."
+        ) from None
+    res = subprocess.CompletedProcess(proc.args, proc.returncode, "", err)
     if res.returncode == 3:
         raise ModelError(res.stderr.strip().splitlines()[-1])
     if res.returncode != 0:
@@ -353,6 +362,36 @@ def on_this_machine(paths: Paths) -> list[str]:
     except Exception:  # noqa: BLE001 - no cache folder, or an unreadable one: the local models only
         pass
     return names
+
+
+OWN_CODE = (
+    "this model ships Python code of its own, which TuneDeck runs only when you allow it for the run. Fix: if you "
+    "trust the model's authors, turn on trust_remote_code (Train tab, More settings; or --set "
+    "trust_remote_code=true); else pick a model that transformers supports itself."
+)
+
+
+def require_no_own_code(ref: ModelRef, trusted: bool) -> None:
+    """Refuse, before loading, a model that needs code of its own (its config.json maps the Auto classes to its
+    own modules, for an architecture transformers does not know) unless the person trusted it. Worker side: it
+    reads transformers' table of architectures, which imports torch."""
+    import json
+
+    if trusted:
+        return
+    found = (
+        hub_cached_file(ref.location, "config.json")
+        if ref.kind == "hub"
+        else Path(ref.location) / "config.json"
+    )
+    try:
+        config = json.loads(Path(found).read_text()) if found else {}
+    except (OSError, ValueError):
+        return  # transformers reports an unreadable config itself
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    if config.get("auto_map") and config.get("model_type") not in CONFIG_MAPPING_NAMES:
+        raise ModelError(OWN_CODE)
 
 
 def tokenizer_file(ref: ModelRef) -> str | None:

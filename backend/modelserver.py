@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
 import sys
 import threading
@@ -26,6 +25,7 @@ from backend.settings import Paths
 
 log = logging.getLogger("backend.modelserver")
 WAIT_POLL_S = 5.0
+CHAT_LEASE = "chat"  # this server's lease on the GPU (backend.accelerator), held while a model is loaded
 
 
 def gpu_wait_message(needed_bytes: int, free_bytes: int, training_job: str | None) -> str | None:
@@ -61,24 +61,29 @@ def _model_bytes(base_model: str, paths: Paths) -> int:
 
 
 def _wait_for_gpu(base_model: str, paths: Paths, notify, cancelled) -> None:
-    """Block (telling the client why) while a training job holds the GPU memory this model needs."""
+    """Take the accelerator's lease for chat (backend.accelerator): wait, telling the client why, while a training
+    job holds the GPU memory this model needs. No GPU: nothing to wait for."""
     import torch
 
-    from backend.jobs import JobStatus
+    from backend.accelerator import Accelerator
     from backend.store import Store
 
     if not torch.cuda.is_available():
         return
     needed = _model_bytes(base_model, paths)
-    store = Store(paths.db)
-    while not cancelled():
-        running = store.list_jobs((JobStatus.RUNNING,))
-        free, _ = torch.cuda.mem_get_info()
-        message = gpu_wait_message(needed, free, running[0].id if running else None)
-        if message is None:
-            return
-        notify(message)
-        time.sleep(WAIT_POLL_S)
+
+    def free() -> int:
+        return torch.cuda.mem_get_info()[0]
+
+    Accelerator(Store(paths.db)).wait_for_turn(
+        CHAT_LEASE,
+        needed / 2**30,
+        notify=notify,
+        cancelled=cancelled,
+        fits=lambda: needed <= free(),
+        describe=lambda job: gpu_wait_message(needed, free(), job) or "",
+        poll_s=WAIT_POLL_S,
+    )
 
 
 def serve(stdin: Any = None, stdout: Any = None) -> None:
@@ -90,7 +95,12 @@ def serve(stdin: Any = None, stdout: Any = None) -> None:
     stdout = stdout or sys.stdout
     paths = Paths.from_env()
     pool = ModelPool(paths)
-    idle_s = float(os.environ.get("TUNEDECK_MODEL_IDLE_S", "600"))
+    from backend.settings import SettingsError, load_settings
+
+    try:
+        idle_s = load_settings().model_idle_s
+    except SettingsError:
+        idle_s = load_settings({}).model_idle_s
     requests: queue.Queue[dict[str, Any] | None] = queue.Queue()
     cancelled: set[Any] = set()
 
@@ -109,16 +119,30 @@ def serve(stdin: Any = None, stdout: Any = None) -> None:
         stdout.write(json.dumps(obj) + "\n")
         stdout.flush()
 
+    from backend.accelerator import Accelerator
+    from backend.store import Store
+
+    accelerator = Accelerator(Store(paths.db))
+
+    def unload(why: str) -> None:
+        log.info("%s: unloading %s", why, pool.loaded.base_model if pool.loaded else "the model")
+        pool.unload()
+        accelerator.release(CHAT_LEASE)
+
     threading.Thread(target=read, daemon=True).start()
     send({"ready": True})
+    last_used = time.monotonic()
     while True:
         try:
-            req = requests.get(timeout=idle_s)
+            req = requests.get(timeout=min(idle_s, WAIT_POLL_S))
         except queue.Empty:
             if pool.loaded is not None:
-                log.info("idle for %.0f s: unloading %s", idle_s, pool.loaded.base_model)
-                pool.unload()
+                if accelerator.asked_to_release(CHAT_LEASE):
+                    unload("a training job needs the GPU")
+                elif time.monotonic() - last_used > idle_s:
+                    unload(f"idle for {idle_s:.0f} s")
             continue
+        last_used = time.monotonic()
         if req is None:
             break
         rid = req.get("id")

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from backend.config import ConfigError, Problem, RunConfig
+from backend.errors import TuneDeckError
 from backend.settings import PRESETS_DIR, Paths
 
 _META_KEYS = ("description", "hardware")
@@ -23,7 +24,7 @@ class Preset:
     config: RunConfig
 
 
-class PresetError(ValueError):
+class PresetError(TuneDeckError, ValueError):
     pass
 
 

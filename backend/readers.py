@@ -18,7 +18,6 @@ import csv
 import io
 import json
 import math
-import os
 import re
 import zipfile
 from collections.abc import Iterable, Iterator
@@ -30,8 +29,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from backend.errors import TuneDeckError
 
-class DataError(ValueError):
+
+class DataError(TuneDeckError, ValueError):
     """A problem with an uploaded file, explained for a person: what is wrong, where, and what to do."""
 
 
@@ -49,28 +50,22 @@ SAVE_AS_CSV = "save the sheet as CSV (in Excel: File > Save As > CSV UTF-8) and 
 
 
 def max_upload_bytes() -> int:
-    """TUNEDECK_MAX_UPLOAD_MB (default 2048), in bytes."""
-    return int(_env_number("TUNEDECK_MAX_UPLOAD_MB", DEFAULT_MAX_UPLOAD_MB) * (1 << 20))
+    """TUNEDECK_MAX_UPLOAD_MB (default 2048), in bytes (read and checked in backend.settings)."""
+    return _settings().max_upload_bytes
 
 
 def max_cell_chars() -> int:
     """TUNEDECK_MAX_CELL_CHARS (default 100000): the longest text one cell (or chat message) may hold."""
-    return int(_env_number("TUNEDECK_MAX_CELL_CHARS", DEFAULT_MAX_CELL_CHARS))
+    return _settings().max_cell_chars
 
 
-def _env_number(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
+def _settings():
+    from backend.settings import SettingsError, load_settings
+
     try:
-        value = float(raw)
-    except ValueError:
-        raise DataError(
-            f"The setting {name}={raw!r} is not a number. Fix: set it to a number, e.g. {default}."
-        ) from None
-    if value <= 0:
-        raise DataError(f"The setting {name}={raw!r} must be greater than 0. Fix: set it to e.g. {default}.")
-    return value
+        return load_settings()
+    except SettingsError as exc:
+        raise DataError(str(exc)) from None
 
 
 # -- what a reader hands out ---------------------------------------------------------------------------------------

@@ -46,6 +46,8 @@ class TokenReport:
     histogram: list[dict[str, Any]]  # [{"tokens": "0-63", "rows": n, "from": 0, "to": 63}]
     validation_trained_tokens: int = 0  # the loss-bearing part of the validation tokens (reference answers)
     train_longest: int = 0  # the longest training example, capped at max_length (what a micro-batch can hold)
+    longest_prompt: int = 0  # the most tokens before a training example's first trained token
+    longest_prompt_row: int = 0  # its source_row
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,7 +74,7 @@ def cache_dir(record: DatasetRecord) -> Path:
     return Path(record.path).parent / "cache"
 
 
-LENGTHS_VERSION = 2  # 2: the rows of a separate validation file are measured too
+LENGTHS_VERSION = 3  # 2: the rows of a separate validation file are measured too; 3: prompt lengths kept
 
 
 def _key(fmt: ChatFormat, system_prompt: str) -> str:
@@ -80,14 +82,19 @@ def _key(fmt: ChatFormat, system_prompt: str) -> str:
 
 
 def save_lengths(
-    record: DatasetRecord, fmt: ChatFormat, system_prompt: str, total: np.ndarray, trained: np.ndarray
+    record: DatasetRecord,
+    fmt: ChatFormat,
+    system_prompt: str,
+    total: np.ndarray,
+    trained: np.ndarray,
+    prompt: np.ndarray,
 ) -> None:
     """Keep lengths measured during an import (of every row, in file order)."""
     folder = cache_dir(record)
     folder.mkdir(exist_ok=True)
     target = folder / f"lengths-{_key(fmt, system_prompt)}.npz"
     tmp = target.with_name(target.name + ".tmp.npz")
-    np.savez(tmp, index=np.arange(len(total)), total=total, trained=trained)
+    np.savez(tmp, index=np.arange(len(total)), total=total, trained=trained, prompt=prompt)
     tmp.replace(target)
 
 
@@ -97,12 +104,13 @@ def _measure(
     system_prompt: str,
     sample_limit: int,
     progress: Callable[[float], None] | None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(row index, tokens, trained tokens, tokens before the first trained one) of every row, or a sample."""
     folder = cache_dir(record)
     target = folder / f"lengths-{_key(fmt, system_prompt)}.npz"
     if target.is_file():
         with np.load(target) as z:
-            return z["index"], z["total"], z["trained"]
+            return z["index"], z["total"], z["trained"], z["prompt"]
     import pyarrow.parquet as pq
 
     shape = record.info.get("shape", "prompt_response")
@@ -114,18 +122,20 @@ def _measure(
     frame = _rows(record, index)
     total = np.zeros(len(frame), dtype=np.int32)
     trained = np.zeros(len(frame), dtype=np.int32)
+    prompt = np.zeros(len(frame), dtype=np.int32)
     records = frame.to_dict("records")
     for start in range(0, len(records), BATCH):
         encoded = fmt.encode_rows(shape, records[start : start + BATCH], system_prompt)
         total[start : start + len(encoded)] = [e.n_tokens for e in encoded]
         trained[start : start + len(encoded)] = [e.n_trained for e in encoded]
+        prompt[start : start + len(encoded)] = [e.n_prompt for e in encoded]
         if progress:
             progress(min(1.0, (start + BATCH) / max(len(records), 1)))
     folder.mkdir(exist_ok=True)
     tmp = target.with_name(target.name + ".tmp.npz")
-    np.savez(tmp, index=index, total=total, trained=trained)
+    np.savez(tmp, index=index, total=total, trained=trained, prompt=prompt)
     tmp.replace(target)
-    return index, total, trained
+    return index, total, trained, prompt
 
 
 def _rows(record: DatasetRecord, index: np.ndarray) -> pd.DataFrame:
@@ -154,7 +164,7 @@ def token_report(
     bins: int = 12,
     progress: Callable[[float], None] | None = None,
 ) -> TokenReport:
-    index, total, trained = _measure(record, fmt, system_prompt, sample_limit, progress)
+    index, total, trained, prompt = _measure(record, fmt, system_prompt, sample_limit, progress)
     meta = pd.read_parquet(record.path, columns=["source_row", "split"])
     split = meta["split"].to_numpy()[index]
     source_rows = meta["source_row"].to_numpy()[index]
@@ -189,6 +199,10 @@ def token_report(
         histogram=histogram(total, bins),
         validation_trained_tokens=int(round(trained_capped[~is_train].sum() * scale_val)),
         train_longest=int(capped[is_train].max()) if is_train.any() else 0,
+        longest_prompt=int(prompt[is_train].max()) if is_train.any() else 0,
+        longest_prompt_row=int(source_rows[is_train][int(np.argmax(prompt[is_train]))])
+        if is_train.any()
+        else 0,
     )
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from backend.jobs import JobStatus, check_transition
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class DatasetGone(KeyError):
@@ -76,6 +76,13 @@ CREATE TABLE IF NOT EXISTS metrics (
     time REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS metrics_job ON metrics (job_id, name, step);
+CREATE TABLE IF NOT EXISTS accelerator_leases (
+    holder TEXT PRIMARY KEY,
+    gb REAL NOT NULL,
+    pid INTEGER NOT NULL,
+    since REAL NOT NULL,
+    release_requested INTEGER NOT NULL DEFAULT 0
+);
 """
 
 
@@ -108,6 +115,17 @@ class JobRecord:
     result: dict[str, Any] = field(default_factory=dict)
     resumed_from: str = ""  # the job this one continues from its checkpoint ("" if none)
     retry_of: str = ""  # the job that ran out of GPU memory and this one retries with a smaller batch
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who holds the GPU's memory besides training (see backend.accelerator)."""
+
+    holder: str  # "chat" (the model server), "score:<pid>", "export:<pid>"
+    gb: float
+    pid: int
+    since: float
+    release_requested: bool
 
 
 @dataclass(frozen=True)
@@ -316,42 +334,12 @@ class Store:
         """Oldest first: the order they will run in."""
         return list(reversed(self.list_jobs((JobStatus.QUEUED,))))
 
-    def set_status(
-        self,
-        job_id: str,
-        new: JobStatus,
-        *,
-        reason: str | None = None,
-        pid: int | None = None,
-        result: dict[str, Any] | None = None,
-    ) -> JobRecord:
-        """Change a job's status. Only the job manager calls this."""
-        now = time.time()
-        with self._tx() as c:
-            r = c.execute("SELECT status FROM jobs WHERE id=?", (job_id,)).fetchone()
-            if r is None:
-                raise KeyError(job_id)
-            check_transition(JobStatus(r["status"]), new)
-            sets, args = ["status=?"], [new.value]
-            if reason is not None:
-                sets.append("reason=?")
-                args.append(reason)
-            if pid is not None:
-                sets.append("pid=?")
-                args.append(pid)
-            if result is not None:
-                sets.append("result=?")
-                args.append(json.dumps(result))
-            if new is JobStatus.RUNNING:
-                sets.append("started=?")
-                args.append(now)
-            if new.is_terminal:
-                sets.append("finished=?")
-                args.append(now)
-            c.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id=?", (*args, job_id))
-        job = self.get_job(job_id)
-        assert job is not None
-        return job
+    def status_writer(self, scheduler_lock_fd: int) -> StatusWriter:
+        """The one way to change job status, for the process that holds the scheduler's lock (``manager.lock``,
+        opened as ``scheduler_lock_fd``): refused to anyone else."""
+        writer = StatusWriter(self, scheduler_lock_fd)
+        writer.check()
+        return writer
 
     def request_cancel(self, job_id: str) -> None:
         """Ask the manager to cancel a job (any process may ask; only the manager acts)."""
@@ -380,6 +368,33 @@ class Store:
                 "ON CONFLICT(job_id) DO UPDATE SET activity=excluded.activity, updated=excluded.updated",
                 (job_id, time.time(), activity),
             )
+
+    # -- accelerator leases (backend.accelerator) -----------------------------------------------------------
+
+    def put_lease(self, holder: str, gb: float, pid: int) -> None:
+        with self._tx() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO accelerator_leases VALUES (?,?,?,?,0)",
+                (holder, float(gb), pid, time.time()),
+            )
+
+    def drop_lease(self, holder: str) -> None:
+        with self._tx() as c:
+            c.execute("DELETE FROM accelerator_leases WHERE holder=?", (holder,))
+
+    def request_lease_release(self, holder: str) -> None:
+        with self._tx() as c:
+            c.execute("UPDATE accelerator_leases SET release_requested=1 WHERE holder=?", (holder,))
+
+    def list_leases(self) -> list[Lease]:
+        with self._conn() as c:
+            rows = c.execute("SELECT * FROM accelerator_leases ORDER BY since").fetchall()
+        return [Lease(r["holder"], r["gb"], r["pid"], r["since"], bool(r["release_requested"])) for r in rows]
+
+    def beat(self, job_id: str) -> None:
+        """A sign of life from the worker, between steps (during a validation pass)."""
+        with self._tx() as c:
+            c.execute("UPDATE progress SET updated=? WHERE job_id=?", (time.time(), job_id))
 
     def get_progress(self, job_id: str) -> Progress | None:
         with self._conn() as c:
@@ -484,6 +499,69 @@ class VoteStore:
                 elif r["winner"] == other:
                     t["losses"] += 1
         return out
+
+
+class NotTheScheduler(RuntimeError):
+    """Job status was about to be written by a process that does not hold the scheduler's lock."""
+
+
+class StatusWriter:
+    """Writes job status; only the scheduler has one (``Store.status_writer`` with the scheduler's lock).
+
+    Every write first checks that this process still holds ``manager.lock`` (an exclusive ``flock`` on the file
+    descriptor it was made with), so the rule "one writer of job status" is enforced, not a convention."""
+
+    def __init__(self, store: Store, lock_fd: int):
+        self._store, self._fd = store, lock_fd
+
+    def check(self) -> None:
+        import fcntl
+
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a no-op for the holder, refused to others
+        except OSError:
+            raise NotTheScheduler(
+                "only the process that holds the scheduler's lock may change job status"
+            ) from None
+
+    def set(
+        self,
+        job_id: str,
+        new: JobStatus,
+        *,
+        reason: str | None = None,
+        pid: int | None = None,
+        result: dict[str, Any] | None = None,
+    ) -> JobRecord:
+        """Change a job's status, if ``check_transition`` allows the move, recording when it
+        started or finished."""
+        self.check()
+        now = time.time()
+        with self._store._tx() as c:
+            r = c.execute("SELECT status FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if r is None:
+                raise KeyError(job_id)
+            check_transition(JobStatus(r["status"]), new)
+            sets, args = ["status=?"], [new.value]
+            if reason is not None:
+                sets.append("reason=?")
+                args.append(reason)
+            if pid is not None:
+                sets.append("pid=?")
+                args.append(pid)
+            if result is not None:
+                sets.append("result=?")
+                args.append(json.dumps(result))
+            if new is JobStatus.RUNNING:
+                sets.append("started=?")
+                args.append(now)
+            if new.is_terminal:
+                sets.append("finished=?")
+                args.append(now)
+            c.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id=?", (*args, job_id))
+        job = self._store.get_job(job_id)
+        assert job is not None
+        return job
 
 
 def _dataset(r: sqlite3.Row) -> DatasetRecord:

@@ -113,6 +113,56 @@ def checkpoint_step(checkpoint: str | Path) -> int:
     return int(json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"])
 
 
+# -- signs of life -------------------------------------------------------------------------------------------------
+
+
+class Heartbeat:
+    """The worker's signs of life, which the manager's watchdog reads (``progress.updated``).
+
+    While training, every step is one (the callback writes progress). A phase the worker cannot interrupt to report
+    (loading a model, tokenizing, saving, scoring) runs inside ``during(...)``: a thread beats every ``every_s``
+    seconds meanwhile and the phase shows as the job's activity. Anything else that stops the beats (a deadlock, a
+    stuck device call, a stopped process) lets the watchdog fail the job and kill the worker."""
+
+    def __init__(self, store: Store, job_id: str, every_s: float = 15.0, enabled: bool = True):
+        self.store, self.job_id, self.every_s, self.enabled = store, job_id, every_s, enabled
+        self.current = ""  # the latest activity, sent again with every beat
+
+    def during(self, activity: str):
+        import contextlib
+
+        @contextlib.contextmanager
+        def phase():
+            if not self.enabled:
+                yield
+                return
+            done = threading.Event()
+
+            def beat() -> None:
+                while not done.wait(self.every_s):
+                    try:
+                        self.store.set_activity(self.job_id, self.current)
+                    except Exception:  # noqa: BLE001 - a missed beat is not worth stopping the work for
+                        log.warning("could not record a heartbeat", exc_info=True)
+
+            self.say(activity)
+            thread = threading.Thread(target=beat, name="tunedeck-heartbeat", daemon=True)
+            thread.start()
+            try:
+                yield
+            finally:
+                done.set()
+                thread.join()
+
+        return phase()
+
+    def say(self, activity: str) -> None:
+        """Show what the worker does now (also a beat)."""
+        self.current = activity[:1].lower() + activity[1:]
+        if self.enabled:
+            self.store.set_activity(self.job_id, self.current)
+
+
 # -- the callback --------------------------------------------------------------------------------------------------
 
 
@@ -132,6 +182,9 @@ class StoreWriter:
     def progress(self, step: int, total: int, eta: float | None) -> None:
         self._queue.put(("progress", step, total, eta, None, time.time()))
 
+    def beat(self) -> None:
+        self._queue.put(("beat", 0, None, None, None, time.time()))
+
     def step(self, step: int, total: int | None, eta: float | None, values: dict[str, float]) -> None:
         self._queue.put(("step", step, total, eta, values, time.time()))
 
@@ -144,6 +197,8 @@ class StoreWriter:
             try:
                 if kind == "progress":
                     self.store.set_progress(self.job_id, step, total, eta)
+                elif kind == "beat":
+                    self.store.beat(self.job_id)
                 else:
                     self.store.record_step(self.job_id, step, total, eta, values, at=at)
             except Exception:  # noqa: BLE001 - a lost chart point must not stop training; the log says so
@@ -171,6 +226,7 @@ def make_store_callback(
             self.last_tokens: tuple[float, float] | None = None  # (num_tokens, time) at the previous log
             self.cuda = False
             self.progress: tuple[int, int, float] | None = None
+            self.last_beat = time.monotonic()
 
         def on_train_begin(self, args, state, control, **kw):
             import torch
@@ -214,6 +270,12 @@ def make_store_callback(
                 log.info("cancel requested: stopping after step %d and saving a checkpoint", done)
                 control.should_training_stop = True
                 control.should_save = True  # the trainer writes checkpoint-<step> before it stops
+
+        def on_prediction_step(self, args, state, control, **kw):
+            # A validation pass takes no training steps: its batches are the worker's signs of life meanwhile.
+            if state.is_world_process_zero and time.monotonic() - self.last_beat > 10:
+                self.last_beat = time.monotonic()
+                self.writer.beat()
 
         def on_log(self, args, state, control, logs=None, **kw):
             if not state.is_world_process_zero:
@@ -318,6 +380,7 @@ class Recipe:
         self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
         self.trainer: Any = None
         self.model_shape: Any = None
+        self.heartbeat = Heartbeat(store, spec.job_id, enabled=self.is_main)
 
     @property
     def is_main(self) -> bool:
@@ -330,16 +393,17 @@ class Recipe:
     def _say(self, text: str) -> None:
         """Log a long preparation step and show it as the job's activity in the Runs tab."""
         log.info("%s", text)
-        if self.is_main:
-            self.store.set_activity(self.spec.job_id, text[:1].lower() + text[1:])
+        self.heartbeat.say(text)
 
     # -- setup, in dependency order -------------------------------------------------------------------------
 
     def setup(self) -> None:
         self._setup_device()
-        self._setup_model()
-        self._setup_data()
-        self._setup_trainer()
+        with self.heartbeat.during("loading the model"):
+            self._setup_model()
+        with self.heartbeat.during("preparing the data"):
+            self._setup_data()
+            self._setup_trainer()
 
     def _setup_device(self) -> None:
         from backend.hardware import detect
@@ -378,6 +442,10 @@ class Recipe:
         except models.ModelError as exc:
             raise RunFailed(str(exc)) from None
         # Code from the model's repository runs only when the person turned trust_remote_code on for this run.
+        try:
+            models.require_no_own_code(self.model_ref, self.cfg.trust_remote_code)
+        except models.ModelError as exc:
+            raise RunFailed(str(exc)) from None
         self.tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=self.cfg.trust_remote_code)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -514,9 +582,9 @@ class Recipe:
             self.callback.writer.flush()  # every point is in the store before the result says the run ended
         state = self.trainer.state
         adapter_dir = self.job_dir / "adapter"
-        self.trainer.save_model(
-            str(adapter_dir)
-        )  # every process takes part (FSDP gathers); the first one writes
+        with self.heartbeat.during("saving the adapter"):
+            # every process takes part (FSDP gathers); the first one writes
+            self.trainer.save_model(str(adapter_dir))
         if self.is_main:
             self.tokenizer.save_pretrained(str(adapter_dir))
             name_base_model(adapter_dir, self.model_ref.portable_name)
@@ -608,17 +676,18 @@ class Recipe:
 
         log.info("scoring the run against its base model on up to %d held-out examples", n)
         try:
-            res = evaluate.score(
-                self.store,
-                job,
-                result.adapter_dir,
-                TrainedModel(),
-                limit=n,
-                should_stop=self.stop.is_set,
-                on_progress=lambda done, total: self.store.set_activity(
-                    self.spec.job_id, f"scoring against the base model: {done} of {total} answers written"
-                ),
-            )
+            with self.heartbeat.during("scoring against the base model"):
+                res = evaluate.score(
+                    self.store,
+                    job,
+                    result.adapter_dir,
+                    TrainedModel(),
+                    limit=n,
+                    should_stop=self.stop.is_set,
+                    on_progress=lambda done, total: self.heartbeat.say(
+                        f"scoring against the base model: {done} of {total} answers written"
+                    ),
+                )
         except evaluate.Stopped:
             log.info("scoring skipped: the job was cancelled")
             return

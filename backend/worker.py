@@ -6,7 +6,7 @@ It reads ``job.json`` from the job directory, trains, and writes ``result.json``
 with the reason). Its stdout/stderr go to ``worker.log`` in the same directory. SIGTERM asks it to stop after the
 current step, save a checkpoint and the adapter. It never writes the job's status: the manager decides that from
 the exit code and ``result.json``. Exit codes: 0 result written (succeeded or cancelled), 1 failed (result
-written), 2 bad call.
+written), 2 bad call, 28 the disk is full (no result could be written).
 
 Under ``accelerate launch`` (a job with ``num_devices`` > 1) one worker runs per device; only the first writes
 ``result.json``.
@@ -28,6 +28,7 @@ import threading
 import traceback
 from pathlib import Path
 
+from backend.errors import EXIT_DISK_FULL, disk_full_message, is_disk_full
 from backend.logs import setup_worker_logging
 from backend.settings import Paths
 from backend.store import Store
@@ -58,12 +59,34 @@ def run_job(job_dir: Path) -> int:
         result = recipe.train()
         recipe.score(result)
     except BaseException as exc:  # noqa: BLE001 - every failure must end as a result the person can read
-        traceback.print_exc()
+        try:
+            traceback.print_exc()
+        except OSError:
+            pass  # the log cannot be written (a full disk): the result below says why, if it can be written
         result = failure(exc, recipe)
+        if is_disk_full(exc) or (recipe is not None and _disk_full(recipe)):
+            result.reason = disk_full_message(Paths.from_env(spec.home).home)
     if rank == 0:
-        result.save(job_dir)
+        try:
+            result.save(job_dir)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            # Nowhere to write the result: the exit code says why (the manager reads it as "disk full").
+            print(f"worker: cannot write result.json, the disk is full: {exc}", file=sys.stderr, flush=True)
+            return EXIT_DISK_FULL
     log.info("finished: %s %s", result.status, result.reason)
     return 1 if result.status == "failed" else 0
+
+
+def _disk_full(recipe) -> bool:
+    """Whether the job's folder has no space left now (torch reports a failed checkpoint write without the cause)."""
+    import shutil
+
+    try:
+        return shutil.disk_usage(recipe.job_dir).free < 1 << 20
+    except OSError:
+        return False
 
 
 def standby() -> int:
@@ -101,12 +124,19 @@ def standby() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv == ["--standby"]:
-        return standby()
-    if len(argv) != 1 or not (Path(argv[0]) / "job.json").is_file():
-        print("usage: python -m backend.worker <job dir containing job.json> | --standby", file=sys.stderr)
-        return 2
-    return run_job(Path(argv[0]))
+    try:
+        if argv == ["--standby"]:
+            return standby()
+        if len(argv) != 1 or not (Path(argv[0]) / "job.json").is_file():
+            print(
+                "usage: python -m backend.worker <job dir containing job.json> | --standby", file=sys.stderr
+            )
+            return 2
+        return run_job(Path(argv[0]))
+    except OSError as exc:
+        if is_disk_full(exc):  # nothing could be written, not even why: the exit code says it
+            return EXIT_DISK_FULL
+        raise
 
 
 if __name__ == "__main__":

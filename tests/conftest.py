@@ -111,3 +111,18 @@ def add_dataset_record(store: Store, ds_id: str = "ds-1") -> None:
                 ds_id, f"data-{ds_id}", time.time(), "data.csv", f"/data/{ds_id}/data.parquet", 1, {}
             )
         )
+
+
+@pytest.fixture
+def status(paths: Paths, store: Store):
+    """The job-status writer, as the scheduler holds it (this test takes the scheduler's lock for its duration)."""
+    import fcntl
+    import os
+
+    fd = os.open(paths.manager_lock, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        yield store.status_writer(fd)
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)

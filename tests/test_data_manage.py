@@ -37,12 +37,12 @@ def test_rename_keeps_the_version_and_refuses_a_taken_name(store, paths, csv_fil
         rename_dataset(store, "nope", "x")
 
 
-@pytest.mark.parametrize("status", [JobStatus.QUEUED, JobStatus.RUNNING])
-def test_delete_is_refused_while_a_queued_or_running_job_uses_it(store, paths, status):
+@pytest.mark.parametrize("job_status", [JobStatus.QUEUED, JobStatus.RUNNING])
+def test_delete_is_refused_while_a_queued_or_running_job_uses_it(store, paths, job_status, status):
     record, _ = import_dataset(store, paths, CAPITALS_CSV)
     _job(store, "run-1", record.id)
-    if status is JobStatus.RUNNING:
-        store.set_status("run-1", JobStatus.RUNNING, pid=1)
+    if job_status is JobStatus.RUNNING:
+        status.set("run-1", JobStatus.RUNNING, pid=1)
     with pytest.raises(DataError) as info:
         delete_dataset(store, paths, "capitals")
     assert str(info.value) == (
@@ -53,11 +53,11 @@ def test_delete_is_refused_while_a_queued_or_running_job_uses_it(store, paths, s
     assert (paths.datasets / record.id / "data.parquet").is_file()
 
 
-def test_delete_removes_record_and_folder_and_jobs_keep_the_version_id(store, paths):
+def test_delete_removes_record_and_folder_and_jobs_keep_the_version_id(store, paths, status):
     record, _ = import_dataset(store, paths, CAPITALS_CSV)
     _job(store, "run-1", record.id)
-    store.set_status("run-1", JobStatus.RUNNING, pid=1)
-    store.set_status("run-1", JobStatus.SUCCEEDED)
+    status.set("run-1", JobStatus.RUNNING, pid=1)
+    status.set("run-1", JobStatus.SUCCEEDED)
     deleted = delete_dataset(store, paths, record.id)
     assert deleted.id == record.id
     assert store.list_datasets() == []

@@ -24,6 +24,7 @@ from backend.manager import Manager, _alive, decide, queue_positions
 from backend.settings import CAPITALS_CSV, Paths
 from backend.store import DatasetRecord, JobRecord, Store
 from backend.train import JobSpec, RunResult
+from tests.conftest import add_dataset_record
 
 FAKE_WORKER = Path(__file__).resolve().with_name("fake_worker.py")
 FAKE_OOM_WORKER = Path(__file__).resolve().with_name("fake_oom_worker.py")
@@ -56,6 +57,7 @@ def make_manager(store: Store, paths: Paths, tiny_model: Path):
         kill_after_s: float = KILL_AFTER_S,
         worker: Path = FAKE_WORKER,
         gpus: list | None = None,
+        hang_after_s: float | None = None,
     ) -> Manager:
         manager = Manager(
             store,
@@ -64,6 +66,7 @@ def make_manager(store: Store, paths: Paths, tiny_model: Path):
             kill_after_s=kill_after_s,
             poll_s=0.05,
             gpu_probe=lambda: list(gpus or []),
+            hang_after_s=hang_after_s,
         )
         made.append(manager)
         return manager
@@ -451,7 +454,9 @@ def test_running_job_whose_worker_is_gone_is_failed_on_restart(make_manager, sto
         pid = int(pid.stdout)
     else:
         pid = os.getpid()  # alive, but not a worker for this job: the pid was reused
-    store.set_status(job_id, JobStatus.RUNNING, pid=pid)  # as a scheduler that died would have left it
+    assert manager.try_acquire()
+    manager.status.set(job_id, JobStatus.RUNNING, pid=pid)  # as a scheduler that died would have left it
+    manager.release()
 
     assert manager.try_acquire()
     done = job(store, job_id)
@@ -712,8 +717,11 @@ def test_fit_report_shows_memory_and_time_for_the_train_tab(make_manager, datase
     fits, text = manager.fit_report(dataset.name, config)
     assert fits and "Estimated peak GPU memory" in text and "A100" in text
     assert "steps" not in text  # no tokenizer here: no token counts, so no time estimate
-    # With its tokenizer, the dataset's real lengths (short questions) replace max_length, and the time shows.
-    shutil.copy(tiny_model / "tokenizer.json", model)
+    # With its tokenizer and chat template, the dataset's real lengths (short questions, counted exactly as they
+    # will be trained) replace max_length, and the time shows.
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        if (tiny_model / name).is_file():
+            shutil.copy(tiny_model / name, model)
     fits, shorter = manager.fit_report(dataset.name, config)
     need = [float(t.split(" GB")[0]) for t in (text.split("memory ")[1], shorter.split("memory ")[1])]
     assert need[1] < need[0]
@@ -759,3 +767,104 @@ def test_submit_refuses_a_cpu_job_that_will_not_fit_in_memory_with_changes_that_
     fits, text = manager.fit_report(dataset.name, big)
     assert not fits and "Will not fit" in text
     assert manager.submit(dataset.name, halved).status is JobStatus.QUEUED
+
+
+# -- the watchdog -----------------------------------------------------------------------------------------------------
+
+
+def test_a_worker_that_stops_giving_signs_of_life_is_failed_and_killed_and_the_queue_moves_on(
+    make_manager, store, dataset
+):
+    manager = make_manager("hang", hang_after_s=1.0)
+    first = manager.submit(dataset.name, CONFIG).id
+    second = manager.submit(dataset.name, CONFIG).id
+    manager.worker_command = lambda job_dir: [
+        sys.executable,
+        str(FAKE_WORKER),
+        "hang" if job_dir.name == first else "succeed",  # the first never beats; the next one is fine
+        str(job_dir),
+    ]
+    run_until(manager, has_status(store, first, JobStatus.RUNNING))
+    pid = job(store, first).pid
+    done = run_to_end(manager, first)
+    assert done.status is JobStatus.FAILED
+    assert re.match(r"worker stopped responding: no progress for \d+ s", done.reason), done.reason
+    assert "resume it from its last checkpoint" in done.reason
+    assert not _alive(pid, Path(done.job_dir))
+    assert run_to_end(manager, second).status is JobStatus.SUCCEEDED
+
+
+def test_the_heartbeat_beats_during_a_long_phase_and_shows_it(store):
+    from backend.train import Heartbeat
+
+    add_dataset_record(store)
+    store.add_job("run-beat", "ds-1", "test", {}, "/tmp/run-beat")
+    beat = Heartbeat(store, "run-beat", every_s=0.05)
+    with beat.during("Loading the model"):
+        first = store.get_progress("run-beat").updated
+        time.sleep(0.5)
+        later = store.get_progress("run-beat")
+    assert later.updated > first and later.activity == "loading the model"
+
+
+# -- one owner of the accelerator ------------------------------------------------------------------------------------
+
+
+def test_a_queued_gpu_job_asks_chat_to_let_go_and_starts_once_it_has(make_manager, store, dataset):
+    from backend.accelerator import Accelerator
+    from backend.hardware import Gpu
+
+    manager = make_manager(gpus=[Gpu(0, "NVIDIA A100-SXM4-80GB", total_gb=80.0, used_gb=70.0)])
+    chat = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)"]
+    )  # the model server's process
+    try:
+        store.put_lease("chat", 9.0, chat.pid)  # a chat model loaded on the GPU
+        assert (
+            manager.fit_report(dataset.name, CONFIG)[1].find("19.0 GB") >= 0
+        )  # its memory counts as coming back
+        job_id = manager.submit(dataset.name, CONFIG).id
+        assert manager.try_acquire()
+        for _ in range(3):
+            manager.tick()
+        assert job(store, job_id).status is JobStatus.QUEUED  # waiting for chat to let go
+        assert Accelerator(store).asked_to_release("chat")
+        store.drop_lease("chat")  # the model server unloads its model and lets go
+        run_until(manager, has_status(store, job_id, JobStatus.RUNNING, JobStatus.SUCCEEDED))
+    finally:
+        chat.kill()
+        chat.wait()
+
+
+def test_a_lease_of_a_process_that_died_is_dropped(store):
+    from backend.accelerator import Accelerator
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    store.put_lease("score:1", 2.0, int(gone.stdout))
+    assert Accelerator(store).leases() == [] and store.list_leases() == []
+
+
+def test_scoring_waits_its_turn_while_a_job_trains_and_says_why(store, status):
+    import threading
+
+    from backend.accelerator import Accelerator
+
+    add_dataset_record(store)
+    store.add_job("run-a", "ds-1", "test", {}, "/tmp/run-a")
+    status.set("run-a", JobStatus.RUNNING, pid=1)
+    said: list[str] = []
+    got = threading.Event()
+    waiter = threading.Thread(
+        target=lambda: (
+            Accelerator(store).wait_for_turn("score:7", 0.0, notify=said.append, poll_s=0.05) and got.set()
+        )
+    )
+    waiter.start()
+    time.sleep(0.3)
+    assert not got.is_set() and said and "The GPU is busy training run-a" in said[0]
+    assert "Scoring waits and starts by itself" in said[0]
+    status.set("run-a", JobStatus.SUCCEEDED)
+    waiter.join(timeout=10)
+    assert got.is_set() and [x.holder for x in store.list_leases()] == ["score:7"]

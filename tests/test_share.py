@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.settings import PROJECT_ROOT, Paths
+from backend.settings import CAPITALS_CSV, PROJECT_ROOT, Paths
 from tests.browser_util import free_port
 from tests.cli_util import home_with_sample, offline_env, train_sample, tunedeck, tunedeck_json
 
@@ -157,6 +157,8 @@ def test_the_app_with_a_password_refuses_anonymous_clients(tmp_path: Path) -> No
 
     port = free_port()
     env = offline_env(tmp_path / "h", TUNEDECK_PASSWORD="s3cret-pass", TUNEDECK_USERNAME="alice")
+    secret_name = "private-merger-plans"
+    tunedeck_json(env, "data", "add", str(CAPITALS_CSV), "--name", secret_name)
     proc = subprocess.Popen(
         [sys.executable, "app.py", "--port", str(port)],
         cwd=PROJECT_ROOT,
@@ -177,8 +179,13 @@ def test_the_app_with_a_password_refuses_anonymous_clients(tmp_path: Path) -> No
                 time.sleep(0.5)
         with pytest.raises(Exception, match="(?i)credentials|login"):
             Client(url, verbose=False)
+        # The login page a visitor sees gives nothing away: no dataset names, no API description.
+        login_page = urllib.request.urlopen(url, timeout=10).read().decode()
+        assert "auth_required" in login_page  # it is the login page
+        assert secret_name not in login_page and "named_endpoints" not in login_page
         client = Client(url, auth=("alice", "s3cret-pass"), verbose=False)
         assert "run" in str(client.predict(api_name="/list_jobs"))
+        assert secret_name in str(client.predict(api_name="/list_datasets"))  # logged in, it is all there
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(20)

@@ -63,12 +63,12 @@ def test_new_job_is_queued_with_its_config(store: Store):
     assert store.get_job("run-missing") is None
 
 
-def test_jobs_list_newest_first_and_queue_oldest_first(store: Store):
+def test_jobs_list_newest_first_and_queue_oldest_first(store: Store, status):
     for job_id in ("run-1", "run-2", "run-3"):
         _add_job(store, job_id)
     assert [j.id for j in store.list_jobs()] == ["run-3", "run-2", "run-1"]
     assert [j.id for j in store.queued_jobs()] == ["run-1", "run-2", "run-3"]
-    store.set_status("run-1", JobStatus.RUNNING, pid=123)
+    status.set("run-1", JobStatus.RUNNING, pid=123)
     assert [j.id for j in store.queued_jobs()] == ["run-2", "run-3"]
     assert [j.id for j in store.list_jobs((JobStatus.RUNNING,))] == ["run-1"]
     assert [j.id for j in store.list_jobs((JobStatus.RUNNING, JobStatus.QUEUED))] == [
@@ -78,16 +78,16 @@ def test_jobs_list_newest_first_and_queue_oldest_first(store: Store):
     ]
 
 
-def test_set_status_records_start_pid_finish_reason_and_result(store: Store):
+def test_set_status_records_start_pid_finish_reason_and_result(store: Store, status):
     _add_job(store, "run-a")
     before = time.time()
-    running = store.set_status("run-a", JobStatus.RUNNING, pid=4242)
+    running = status.set("run-a", JobStatus.RUNNING, pid=4242)
     assert running.status is JobStatus.RUNNING
     assert running.pid == 4242
     assert running.started is not None and running.started >= before
     assert running.finished is None
 
-    done = store.set_status("run-a", JobStatus.FAILED, reason="out of GPU memory", result={"steps": 3})
+    done = status.set("run-a", JobStatus.FAILED, reason="out of GPU memory", result={"steps": 3})
     assert done.status is JobStatus.FAILED
     assert done.reason == "out of GPU memory"
     assert done.result == {"steps": 3}
@@ -98,26 +98,26 @@ def test_set_status_records_start_pid_finish_reason_and_result(store: Store):
 
 
 @pytest.mark.parametrize("final", [JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED])
-def test_set_status_refuses_leaving_a_final_state(store: Store, final: JobStatus):
+def test_set_status_refuses_leaving_a_final_state(store: Store, final: JobStatus, status):
     _add_job(store, "run-a")
-    store.set_status("run-a", JobStatus.RUNNING, pid=1)
-    store.set_status("run-a", final, reason="first")
+    status.set("run-a", JobStatus.RUNNING, pid=1)
+    status.set("run-a", final, reason="first")
     with pytest.raises(InvalidTransition, match=f"from {final.value} to running"):
-        store.set_status("run-a", JobStatus.RUNNING, pid=2)
+        status.set("run-a", JobStatus.RUNNING, pid=2)
     job = store.get_job("run-a")
     assert (job.status, job.reason, job.pid) == (final, "first", 1)  # unchanged
 
 
-def test_set_status_refuses_skipping_running(store: Store):
+def test_set_status_refuses_skipping_running(store: Store, status):
     _add_job(store, "run-a")
     with pytest.raises(InvalidTransition, match="from queued to succeeded"):
-        store.set_status("run-a", JobStatus.SUCCEEDED)
+        status.set("run-a", JobStatus.SUCCEEDED)
     assert store.get_job("run-a").status is JobStatus.QUEUED
 
 
-def test_set_status_of_unknown_job_raises_key_error(store: Store):
+def test_set_status_of_unknown_job_raises_key_error(store: Store, status):
     with pytest.raises(KeyError, match="run-ghost"):
-        store.set_status("run-ghost", JobStatus.RUNNING)
+        status.set("run-ghost", JobStatus.RUNNING)
 
 
 def test_request_cancel_only_sets_the_flag(store: Store):
@@ -147,13 +147,13 @@ def test_metrics_round_trip_in_step_order(store: Store):
     assert store.metrics("run-c") == []
 
 
-def test_everything_survives_reopening_the_database(paths):
+def test_everything_survives_reopening_the_database(paths, status):
     first = Store(paths.db)
     first.add_dataset(_dataset())
     _add_job(first, "run-a")
     _add_job(first, "run-b")
-    first.set_status("run-a", JobStatus.RUNNING, pid=77)
-    first.set_status("run-a", JobStatus.SUCCEEDED, result={"final_loss": 0.3})
+    status.set("run-a", JobStatus.RUNNING, pid=77)
+    status.set("run-a", JobStatus.SUCCEEDED, result={"final_loss": 0.3})
     first.request_cancel("run-b")
     first.set_progress("run-a", 5, 5, 0.0)
     first.add_metrics("run-a", 1, {"loss": 2.0})
@@ -187,3 +187,26 @@ def test_database_from_a_newer_tunedeck_is_refused_clearly(paths):
     with closing(sqlite3.connect(paths.db)) as c:  # and the marker is not rewritten down
         (version,) = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
     assert int(version) == SCHEMA_VERSION + 1
+
+
+def test_job_status_is_written_only_by_the_process_that_holds_the_schedulers_lock(
+    paths, store: Store, status
+):
+    """There is no other way to write a status: the Store has no public setter, and a writer needs the lock."""
+    import fcntl
+    import os
+
+    from backend.store import NotTheScheduler
+
+    assert not hasattr(store, "set_status")
+    store.add_dataset(_dataset())
+    _add_job(store, "run-a")
+    other = os.open(paths.manager_lock, os.O_RDWR)  # the lock file, opened as any other code would
+    try:
+        with pytest.raises(NotTheScheduler, match="only the process that holds the scheduler's lock"):
+            store.status_writer(other)
+        with pytest.raises(OSError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the scheduler (the fixture) holds it
+    finally:
+        os.close(other)
+    assert status.set("run-a", JobStatus.RUNNING, pid=1).status is JobStatus.RUNNING

@@ -99,8 +99,8 @@ def test_resume_button(ctx, store):
     message, new = runs_tab.resume_job(job.id, ctx)
     assert new is None and "is still queued" in message
     ctx.manager.try_acquire()
-    store.set_status(job.id, JobStatus.RUNNING, pid=1)
-    store.set_status(job.id, JobStatus.FAILED, reason="worker died: signal 9")
+    ctx.manager.status.set(job.id, JobStatus.RUNNING, pid=1)
+    ctx.manager.status.set(job.id, JobStatus.FAILED, reason="worker died: signal 9")
     ctx.manager.release()
     write_checkpoint(Path(job.job_dir), 10)
     assert "press **Resume**" in runs_tab.job_panel(job.id, ctx)[0]

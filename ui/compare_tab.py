@@ -8,20 +8,18 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import subprocess
-import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import pandas as pd
 
-from backend import evaluate
+from backend import evaluate, supervisor
 from backend.jobs import JobStatus
 from backend.modelclient import ModelServerError
-from backend.settings import PROJECT_ROOT
 from backend.store import VoteStore
 from ui.context import AppContext
 from ui.style import curve_frame, error_md, ok_md
@@ -177,21 +175,27 @@ def run_eval(run: str | None, limit: float, ctx: AppContext):
     if not run:
         yield error_md("Pick a finished run."), None, None, None
         return
+    from backend.accelerator import waiting_message
+
+    # Scoring waits its turn while a job trains (backend.accelerator): say so for as long as it waits.
+    while busy := ctx.store.list_jobs((JobStatus.RUNNING,)):
+        yield ok_md(waiting_message("score", busy[0].id)), None, None, None
+        time.sleep(2)
     yield (
         ok_md(f"Scoring **{run}** and its base model: both answer every held-out example…"),
         None,
         None,
         None,
     )
-    env = {**os.environ, "TUNEDECK_HOME": str(ctx.paths.home)}
-    res = subprocess.run(
-        [sys.executable, "-m", "backend", "eval", run, "--limit", str(int(limit)), "--json"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
+    proc = supervisor.start(
+        supervisor.python("-m", "backend", "eval", run, "--limit", str(int(limit)), "--json"),
+        ctx.paths,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=3600,
     )
+    out, err = proc.communicate(timeout=3600)
+    res = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     if res.returncode != 0:
         yield (
             error_md(res.stderr.strip().removeprefix("error: ") or "the evaluation failed"),

@@ -139,24 +139,40 @@ def resume_job(job_id: str | None, ctx: AppContext) -> tuple[str, str | None]:
     return ok_md(f"Queued **{job.id}**: it continues {job_id} from its last checkpoint."), job.id
 
 
+def scheduler_problem(ctx: AppContext) -> str:
+    """Why jobs cannot be scheduled right now (a full disk, an unwritable database), until it works again."""
+    problem = ctx.manager.problem
+    return error_md(problem) if problem else ""
+
+
 def refresh(selected: str | None, ctx: AppContext):
-    """Timer tick: the table, the run list (keeping the selection; the newest if none), and the selected run."""
-    choices = job_choices(ctx)
-    if selected not in choices:
-        selected = choices[0] if choices else None
-    summary, loss, log = job_panel(selected, ctx)
-    return (
-        jobs_table(ctx),
-        gr.update(choices=choices, value=selected),
-        summary,
-        loss,
-        log,
-        *job_charts(selected, ctx),
-    )
+    """Timer tick: what stops scheduling (if anything), the table, the run list (keeping the selection; the newest
+    if none), and the selected run. When the store cannot be read, only the problem is shown: the page keeps what
+    it had and the next tick tries again."""
+    try:
+        choices = job_choices(ctx)
+        if selected not in choices:
+            selected = choices[0] if choices else None
+        summary, loss, log = job_panel(selected, ctx)
+        return (
+            scheduler_problem(ctx),
+            jobs_table(ctx),
+            gr.update(choices=choices, value=selected),
+            summary,
+            loss,
+            log,
+            *job_charts(selected, ctx),
+        )
+    except Exception as exc:  # noqa: BLE001 - the page must keep refreshing whatever the store says
+        from backend.errors import explain
+
+        problem = ctx.manager.problem or f"TuneDeck cannot read its job database right now: {explain(exc)}"
+        return (error_md(problem), *(gr.update() for _ in range(5 + len(SIDE_CHARTS))))
 
 
 def render(ctx: AppContext) -> dict:
     timer = gr.Timer(REFRESH_S)
+    problem = gr.Markdown(elem_id="scheduler-problem")
     table = gr.Dataframe(label="All runs (newest first)", interactive=False, max_height=260, wrap=True)
     with gr.Row():
         job = gr.Dropdown(
@@ -201,7 +217,7 @@ def render(ctx: AppContext) -> dict:
     )
     resumed = gr.Textbox(visible=False)
 
-    outs = [table, job, summary, chart, log, *side]
+    outs = [problem, table, job, summary, chart, log, *side]
     timer.tick(lambda s: refresh(s, ctx), job, outs, api_visibility="private", show_progress="hidden")
     job.change(
         lambda j: job_panel(j, ctx), job, [summary, chart, log], api_name="job_detail", show_progress="hidden"
