@@ -26,11 +26,11 @@ test-fast: setup
 	$(OFFLINE) $(PY) -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check backend ui tests bench app.py
-	$(VENV)/bin/ruff format --check backend ui tests bench app.py
+	$(VENV)/bin/ruff check backend ui tests bench app.py cli.py
+	$(VENV)/bin/ruff format --check backend ui tests bench app.py cli.py
 
 format: setup
-	$(VENV)/bin/ruff format backend ui tests bench app.py
+	$(VENV)/bin/ruff format backend ui tests bench app.py cli.py
 
 
 ## bench: training throughput vs bare TRL and a padded Trainer, memory, time to first step; writes bench/RESULTS.md

@@ -17,8 +17,9 @@ import threading
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from backend.manager import Manager  # noqa: E402
-from backend.modelclient import ModelClient  # noqa: E402
+from backend.core.store import Store  # noqa: E402
+from backend.jobs.manager import Manager  # noqa: E402
+from backend.serving.modelclient import ModelClient  # noqa: E402
 from backend.settings import (  # noqa: E402
     Paths,
     SettingsError,
@@ -26,7 +27,6 @@ from backend.settings import (  # noqa: E402
     home_unwritable,
     load_settings,
 )
-from backend.store import Store  # noqa: E402
 
 log = logging.getLogger("tunedeck")
 
@@ -34,7 +34,7 @@ log = logging.getLogger("tunedeck")
 def prepare_model(name: str, paths: Paths) -> None:
     """Make the default model's local copy (the starter model's first use converts its GGUF, about 30 s) while the
     person looks at the page, so the Data tab's preview and the first run do not wait for it."""
-    from backend import models
+    from backend.models import registry as models
 
     try:
         ref = models.resolve(name, paths)
@@ -50,7 +50,7 @@ def prepare_model(name: str, paths: Paths) -> None:
 
 def create(paths: Paths | None = None):
     """Build everything except the network listener. Returns (gradio app, context, stop function)."""
-    from backend.presets import default_preset
+    from backend.jobs.presets import default_preset
     from ui import AppContext, build_app
 
     paths = paths or Paths.from_env()

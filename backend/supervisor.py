@@ -32,7 +32,7 @@ def child_env(paths: Paths, **extra: str) -> dict[str, str]:
 
 
 def python(*args: str) -> list[str]:
-    """A command line running this interpreter (``python(-m, backend.worker, dir)``)."""
+    """A command line running this interpreter (``python(-m, backend.training.worker, dir)``)."""
     return [sys.executable, *args]
 
 

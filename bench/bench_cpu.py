@@ -59,7 +59,7 @@ def long_rows_csv(path: Path, rows: int, answer_words: int, seed: int = 0) -> Pa
 
 def home_with_starter(root: Path) -> dict:
     """A data directory with the starter model converted once (shared by every run of this benchmark)."""
-    from backend import models
+    from backend.models import registry as models
     from backend.settings import Paths
 
     paths = Paths.from_env(root)
@@ -76,10 +76,10 @@ def home_with_starter(root: Path) -> dict:
 
 def estimate_for(env: dict, dataset: str, config: dict):
     """The Train tab's estimate for this dataset and config, through the manager (as the UI asks for it)."""
-    from backend.config import RunConfig
-    from backend.manager import Manager
+    from backend.core.store import Store
+    from backend.jobs.config import RunConfig
+    from backend.jobs.manager import Manager
     from backend.settings import Paths
-    from backend.store import Store
 
     paths = Paths.from_env(env["TUNEDECK_HOME"])
     manager = Manager(Store(paths.db), paths)
@@ -97,7 +97,7 @@ def run_job(env: dict, dataset: str, preset: str, sets: dict) -> dict:
 
 
 def grid(env: dict, work: Path, precisions: list[str]) -> list[dict]:
-    from backend.presets import load_preset
+    from backend.jobs.presets import load_preset
 
     base = load_preset("smollm2-135m").config.model_dump()
     rows = []
@@ -142,7 +142,7 @@ def grid(env: dict, work: Path, precisions: list[str]) -> list[dict]:
 
 
 def journey(env: dict, work: Path) -> dict:
-    from backend.presets import load_preset
+    from backend.jobs.presets import load_preset
     from backend.settings import SAMPLE_CSV, SAMPLE_VALIDATION_CSV
 
     cli(
@@ -181,7 +181,7 @@ def journey(env: dict, work: Path) -> dict:
 
 
 def machine() -> str:
-    from backend.hardware import cpu_has_bf16
+    from backend.models.devices import cpu_has_bf16
 
     with open("/proc/cpuinfo") as f:
         model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "CPU")
@@ -233,7 +233,7 @@ def main() -> int:
     p.add_argument("--journey", action="store_true")
     p.add_argument("--write", action="store_true")
     args = p.parse_args()
-    from backend.hardware import cpu_has_bf16
+    from backend.models.devices import cpu_has_bf16
 
     with tempfile.TemporaryDirectory(prefix="tunedeck-bench-cpu-") as tmp:
         work = Path(tmp)

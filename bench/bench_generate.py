@@ -112,8 +112,9 @@ def main() -> int:
     quiet_hf()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from backend import models, tinymodel
-    from backend.modelclient import ModelClient
+    from backend.models import registry as models
+    from backend.models import tiny as tinymodel
+    from backend.serving.modelclient import ModelClient
 
     work = Path(tempfile.mkdtemp(prefix="tunedeck-bench-gen-"))
     try:

@@ -11,7 +11,7 @@ time-to-first-step part; it writes its own section of bench/RESULTS.md.
 Variants, all on the same model, data, LoRA settings (r 16, alpha 32, dropout 0, all linear layers), batch 8,
 steps and learning-rate schedule, fp32 on the CPU, each in a fresh interpreter:
 
-- ``tunedeck``: a job through ``Manager.submit`` → a worker process (``python -m backend.worker``) → our recipe;
+- ``tunedeck``: a job through ``Manager.submit`` → a worker process (``python -m backend.training.worker``) → our recipe;
   the numbers come from what the worker recorded (the trainer's ``train_runtime``, TRL's token count, max RSS);
 - ``trl``: a bare TRL ``SFTTrainer`` script (TRL's own tokenization and default padded collator);
 - ``hf-padded``: a plain ``transformers.Trainer`` with PEFT, padding each batch to its longest example.
@@ -145,7 +145,7 @@ def child(kind: str, spec: dict) -> dict:
     if kind == "trl":
         from trl import SFTConfig, SFTTrainer
 
-        from backend.shapes import to_conversations
+        from backend.data.shapes import to_conversations
 
         ds = Dataset.from_dict(to_conversations(frame))
         trainer = SFTTrainer(
@@ -164,7 +164,7 @@ def child(kind: str, spec: dict) -> dict:
         from peft import get_peft_model
         from transformers import Trainer, TrainingArguments
 
-        from backend import prepare
+        from backend.training import prepare
 
         ids, labels, _ = prepare.tokenize(prepare.to_columns(frame, "prompt_response"), tok)
         ids, labels, _, _ = prepare.truncate(ids, labels, 512)
@@ -240,22 +240,22 @@ def run_child(kind: str, spec: dict) -> dict:
 class Bench:
     def __init__(self, home: Path):
         os.environ["TUNEDECK_HOME"] = str(home)
-        from backend.manager import Manager
+        from backend.core.store import Store
+        from backend.jobs.manager import Manager
         from backend.settings import Paths
-        from backend.store import Store
 
         self.paths = Paths.from_env(home)
         self.store = Store(self.paths.db)
         self.manager = Manager(self.store, self.paths)  # the app's scheduler settings (polls every 0.5 s)
 
     def add_dataset(self, csv: Path, name: str):
-        from backend.data import import_dataset
+        from backend.data.datasets import import_dataset
 
         record, _ = import_dataset(self.store, self.paths, csv, name=name, validation="none")
         return record
 
     def config(self, model: str, steps: int, **extra):
-        from backend.config import RunConfig
+        from backend.jobs.config import RunConfig
 
         return RunConfig.parse(
             {
@@ -354,7 +354,7 @@ def main() -> int:
     os.environ["TUNEDECK_STANDBY_WORKER"] = "0"  # throughput runs: a fresh worker each, like the baselines
     work = Path(tempfile.mkdtemp(prefix="tunedeck-bench-"))
     bench = Bench(work / "home")
-    from backend.tinymodel import build
+    from backend.models.tiny import build
 
     model = str(build(work / "bench-model", shape=MODEL_SHAPE))
     n_params = _params(model)
@@ -405,8 +405,8 @@ def main() -> int:
 def starter_main(args) -> int:
     """The starter model: TuneDeck against the bare TRL script (flat and skewed data) and a padded Trainer (skewed),
     same model, data, LoRA, batch, steps and precision; fresh processes, interleaved repetitions."""
-    from backend import models
-    from backend.hardware import cpu_has_bf16
+    from backend.models import registry as models
+    from backend.models.devices import cpu_has_bf16
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -551,7 +551,7 @@ def time_to_first_step(bench: Bench, work: Path, model: str, args) -> dict:
         # The web app's scheduler: a standby worker has already imported torch, transformers, TRL and PEFT.
         os.environ["TUNEDECK_STANDBY_WORKER"] = "1"
         stop = threading.Event()
-        from backend.manager import default_worker_command
+        from backend.jobs.launch import default_worker_command
 
         bench.manager.worker_command = default_worker_command
         thread = threading.Thread(target=bench.manager.run, args=(stop,), daemon=True)
@@ -624,7 +624,7 @@ def report(results: dict, ttfs: dict, args, n_params: int) -> str:
         f"{args.ttfs_rows}` on {time.strftime('%Y-%m-%d')}: {os.cpu_count()} CPU cores (shared with other work), "
         f"{_ram_gb():.0f} GB RAM, no GPU, Python {platform.python_version()}.",
         "",
-        f"Model: a random-init Llama built by `backend.tinymodel` with hidden 256, MLP 688, 4 layers, 4 heads, the "
+        f"Model: a random-init Llama built by `backend.models.tiny` with hidden 256, MLP 688, 4 layers, 4 heads, the "
         f"tiny-offline tokenizer (vocabulary 2,048): {n_params / 1e6:.1f} M parameters, fp32. LoRA r 16, alpha 32, "
         f"dropout 0, all linear layers; batch 8, {args.steps} steps, constant learning rate, max_length 512. "
         f"{args.rows}-row datasets: *flat* (every example ~80 tokens) and *skewed* (answers of 3 to 300 words, "
@@ -763,7 +763,7 @@ TRAINING_NOTES = """### How to read it
 No GPU was available in this task, so QLoRA on random-init models of real shapes (Llama-3.2-1B, Llama-3.1-8B:
 tokens/s, peak VRAM, MFU) is **not measured here**; `tests/test_gpu.py` (marker `gpu`) checks the estimate against
 the measured peak on the first CUDA machine it runs on. Until then the memory figures below are the estimate's
-(`backend/estimate.py`), not measurements:
+(`backend/jobs/estimate.py`), not measurements:
 
 | model (shape) | setting | estimated peak allocated | estimated with CUDA overhead |
 |---|---|---|---|
@@ -775,8 +775,8 @@ only be checked on a GPU.
 
 
 def _estimates() -> str:
-    from backend import estimate
-    from backend.config import RunConfig
+    from backend.jobs import estimate
+    from backend.jobs.config import RunConfig
 
     rows = []
     for key, label in (

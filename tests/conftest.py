@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from backend.core.store import Store
 from backend.settings import Paths
-from backend.store import Store
 
 
 @pytest.fixture(autouse=True)
@@ -54,14 +54,14 @@ def csv_file(tmp_path: Path) -> Callable[..., Path]:
 @pytest.fixture(scope="session")
 def tiny_model_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tiny-offline, built once per test session (about 5 s)."""
-    from backend.tinymodel import build
+    from backend.models.tiny import build
 
     return build(tmp_path_factory.mktemp("tiny-model") / "tiny-offline")
 
 
 def link_tiny_model(home_paths: Paths, built: Path) -> Path:
     """Put the session's tiny-offline into a data directory, as if it had been built there."""
-    from backend import models
+    from backend.models import registry as models
 
     link = models.tiny_model_dir(home_paths)
     if not link.exists():
@@ -77,7 +77,7 @@ def tiny_model(paths: Paths, tiny_model_build: Path) -> Path:
 @pytest.fixture(scope="session")
 def starter_model_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The starter model (smollm2-135m) converted once per test session from its PyPI package (about 30 s)."""
-    from backend import models
+    from backend.models import registry as models
 
     root = Paths.from_env(tmp_path_factory.mktemp("starter-home"))
     return Path(models.materialize(models.resolve(models.STARTER.name, root)))
@@ -85,7 +85,7 @@ def starter_model_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def link_starter_model(home_paths: Paths, built: Path) -> Path:
     """Put the session's converted starter model into a data directory, as if it had been converted there."""
-    from backend import models
+    from backend.models import registry as models
 
     link = home_paths.models / models.STARTER.name
     if not link.exists():
@@ -103,7 +103,7 @@ def add_dataset_record(store: Store, ds_id: str = "ds-1") -> None:
     """A dataset row for store-level tests that add jobs (a job needs its dataset to exist); no files."""
     import time
 
-    from backend.store import DatasetRecord
+    from backend.core.store import DatasetRecord
 
     if store.get_dataset(ds_id) is None:
         store.add_dataset(

@@ -3,7 +3,7 @@
     python tests/fake_oom_worker.py MODE <job_dir>
 
 MODE ``oom``: with batch_size above 2, saves a checkpoint at step 3 (the files the trainer writes), then fails as out
-of GPU memory at step 5, the way ``backend.train.failure`` reports it; with a smaller batch it succeeds. ``checkpoint_then_crash``: saves the checkpoint, then exits without a
+of GPU memory at step 5, the way ``backend.training.recipe.failure`` reports it; with a smaller batch it succeeds. ``checkpoint_then_crash``: saves the checkpoint, then exits without a
 result (like a worker killed by the system). ``succeed``: records the steps it would have resumed from.
 """
 
@@ -15,7 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backend.train import JobSpec, RunResult  # noqa: E402
+from backend.jobs.handoff import JobSpec
+from backend.training.recipe import RunResult  # noqa: E402
 
 
 def write_checkpoint(job_dir: Path, step: int) -> Path:

@@ -1,4 +1,4 @@
-"""A stand-in for ``python -m backend.worker <job_dir>`` in the manager tests: no torch, ends the way MODE says.
+"""A stand-in for ``python -m backend.training.worker <job_dir>`` in the manager tests: no torch, ends the way MODE says.
 
     python tests/fake_worker.py MODE <job_dir>
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backend.train import RunResult  # noqa: E402
+from backend.training.recipe import RunResult  # noqa: E402
 
 MODES = ("succeed", "fail", "crash", "hang", "stubborn", "sigkill_self", "slow_succeed")
 

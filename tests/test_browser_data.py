@@ -110,7 +110,7 @@ def test_map_unusual_columns_see_the_rendered_example_and_the_report(browser_pag
     page.screenshot(path=str(SHOTS / "data-3-report.png"), full_page=True)
 
     # The saved version keeps the person's mapping and is listed.
-    from backend.store import Store
+    from backend.core.store import Store
 
     record = Store(Paths.from_env(served.home).db).get_dataset("support")
     assert record.info["mapping"] == {

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from backend import evaluate
+from backend.core.store import Store, VoteStore
+from backend.jobs import handoff
+from backend.serving import evaluate
 from backend.settings import Paths
-from backend.store import Store, VoteStore
 from tests.cli_util import home_with_sample, train_sample, tunedeck, tunedeck_json
 from tests.conftest import add_dataset_record
 
@@ -85,7 +86,7 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory, tiny_model_build: Path) -
 
 @pytest.mark.slow
 def test_switching_adapters_on_one_base_answers_like_separately_loaded_models(two_runs: dict) -> None:
-    from backend.generate import Decoding, ModelPool, generate, load
+    from backend.serving.generate import Decoding, ModelPool, generate, load
 
     paths = Paths.from_env(two_runs["root"])
     msgs = [{"role": "user", "content": QUESTION}]
@@ -132,7 +133,7 @@ def test_eval_scores_the_run_and_its_base_and_keeps_them_with_the_run(two_runs: 
     assert out["tuned"]["perplexity"] == pytest.approx(math.exp(out["tuned"]["eval_loss"]))
     assert out["tuned"]["rougeL"] > out["base"]["rougeL"]
     job_dir = Path(Store(Paths.from_env(two_runs["root"]).db).get_job(run).job_dir)
-    saved = evaluate.load_result(job_dir)
+    saved = handoff.read_scores(job_dir)
     assert saved["tuned"] == out["tuned"]
     rows = list(csv.DictReader((job_dir / "eval_examples.csv").open()))
     assert len(rows) == 12 and {"prompt", "reference", "base_answer", "tuned_answer", "tuned_rougeL"} <= set(
@@ -160,7 +161,7 @@ def test_config_diff_shows_only_what_differs(store: Store, paths: Paths) -> None
 
 
 def test_a_request_waits_only_for_a_training_job_that_holds_the_memory_it_needs() -> None:
-    from backend.modelserver import gpu_wait_message
+    from backend.serving.modelserver import gpu_wait_message
 
     gib = 1024**3
     assert gpu_wait_message(16 * gib, 4 * gib, None) is None  # nothing to wait for: load and report any OOM

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from backend.config import TINY_MODEL, ConfigError, RunConfig, coerce_setting
+from backend.jobs.config import ConfigError, RunConfig, coerce_setting
+from backend.models.registry import TINY_MODEL
 
 
 def test_parse_of_nothing_gives_the_documented_defaults():

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from backend.data import DataError, import_dataset, inspect_file, load_examples, safe_dataset_name
+from backend.core.store import Store
+from backend.data.datasets import DataError, import_dataset, inspect_file, load_examples, safe_dataset_name
 from backend.settings import CAPITALS_CSV, Paths
-from backend.store import Store
 
 QA = "question,answer\nWhat is 1+1?,Two.\nWhat is 2+2?,Four.\n"
 

@@ -10,7 +10,7 @@ import json
 import pandas as pd
 import pytest
 
-from backend.data import export_csv, import_dataset, inspect_file, load_examples
+from backend.data.datasets import export_csv, import_dataset, inspect_file, load_examples
 from tests.test_data import import_fails
 
 QA = "question,answer\nWhat is 1+1?,Two.\nWhat is 2+2?,Four.\n"
@@ -126,7 +126,7 @@ def test_file_names_with_folders_and_odd_characters_are_stored_under_a_safe_name
 
 
 def import_fails_named(store, paths, f, shown):
-    from backend.data import DataError
+    from backend.data.datasets import DataError
 
     with pytest.raises(DataError) as info:
         import_dataset(store, paths, f, display_name=shown)

@@ -10,10 +10,10 @@ from contextlib import closing
 
 import pytest
 
-from backend.data import DataError, delete_dataset, import_dataset, load_examples, rename_dataset
-from backend.jobs import JobStatus
+from backend.core.status import JobStatus
+from backend.core.store import Store
+from backend.data.datasets import DataError, delete_dataset, import_dataset, load_examples, rename_dataset
 from backend.settings import CAPITALS_CSV
-from backend.store import Store
 from tests import cli_util
 
 QA = "question,answer\nWhat is 1+1?,Two.\nWhat is 2+2?,Four.\n"

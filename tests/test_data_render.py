@@ -10,9 +10,9 @@ import json
 
 import pytest
 
-from backend.chatformat import ChatFormat
-from backend.data import DataError, import_dataset, load_examples
-from backend.report import histogram, token_report
+from backend.data.chatformat import ChatFormat
+from backend.data.datasets import DataError, import_dataset, load_examples
+from backend.data.report import histogram, token_report
 
 CHAT = [
     {"role": "system", "content": "Be brief."},

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from backend.data import auto_validation_size, import_dataset, inspect_file, load_examples
-from backend.shapes import to_trl_columns
+from backend.data.datasets import auto_validation_size, import_dataset, inspect_file, load_examples
+from backend.data.shapes import to_trl_columns
 from tests.test_data import import_fails
 
 
@@ -272,7 +272,7 @@ def test_examples_longer_than_max_length_are_dropped_or_kept_to_be_cut(
 def test_to_trl_columns_for_each_shape():
     import pandas as pd
 
-    from backend.shapes import to_conversations
+    from backend.data.shapes import to_conversations
 
     pr = pd.DataFrame(
         {"prompt": ["Hi"], "response": ["Hello"], "system": [""], "source_row": [2], "split": ["train"]}

@@ -11,9 +11,9 @@ import json
 
 import pytest
 
-from backend.chatformat import ChatFormat
-from backend.data import import_dataset, load_examples
-from backend.shapes import to_trl_columns
+from backend.data.chatformat import ChatFormat
+from backend.data.datasets import import_dataset, load_examples
+from backend.data.shapes import to_trl_columns
 
 pytestmark = pytest.mark.slow
 

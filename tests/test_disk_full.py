@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 from backend import supervisor
-from backend.config import RunConfig
-from backend.data import import_dataset
-from backend.jobs import JobStatus
-from backend.manager import Manager
-from backend.presets import load_preset
+from backend.core.status import JobStatus
+from backend.core.store import Store
+from backend.data.datasets import import_dataset
+from backend.jobs.config import RunConfig
+from backend.jobs.manager import Manager
+from backend.jobs.presets import load_preset
 from backend.settings import CAPITALS_CSV, Paths
-from backend.store import Store
 from tests.conftest import link_tiny_model
 
 pytestmark = pytest.mark.slow

@@ -402,10 +402,10 @@ def test_the_app_keeps_a_warm_worker_so_a_job_starts_without_waiting_for_imports
 ) -> None:
     import threading
 
-    from backend.jobs import JobStatus
-    from backend.manager import Manager
+    from backend.core.status import JobStatus
+    from backend.core.store import Store
+    from backend.jobs.manager import Manager
     from backend.settings import Paths
-    from backend.store import Store
 
     monkeypatch.setenv("TUNEDECK_HOME", str(home["root"]))
     paths = Paths.from_env(home["root"])
@@ -429,8 +429,8 @@ def test_the_app_keeps_a_warm_worker_so_a_job_starts_without_waiting_for_imports
             assert time.monotonic() < deadline, "the standby worker never got ready"
             time.sleep(0.2)
         standby_pid = standby.pid
-        from backend.config import RunConfig
-        from backend.presets import load_preset
+        from backend.jobs.config import RunConfig
+        from backend.jobs.presets import load_preset
 
         config = RunConfig.parse({**load_preset("tiny-offline").config.model_dump(), "max_steps": 5})
         queued = manager.submit("capitals", config, preset="tiny-offline")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from backend import estimate
-from backend.config import RunConfig
-from backend.estimate import GB, ModelShape
+from backend.jobs import estimate
+from backend.jobs.config import RunConfig
+from backend.jobs.estimate import GB, ModelShape
 
 # LLaMA-style shapes of the sizes LLaMA-Factory lists (LLaMA-2 7B, Qwen1.5-14B, LLaMA-30B, LLaMA-2 70B).
 SIZES = {
@@ -173,7 +173,7 @@ def test_time_estimate_scales_with_tokens_and_the_card():
 
 
 def test_nvidia_smi_output_is_parsed_without_torch():
-    from backend.hardware import parse_nvidia_smi
+    from backend.models.devices import parse_nvidia_smi
 
     gpus = parse_nvidia_smi("NVIDIA H100 80GB HBM3, 81559, 1024, GPU-1234\nTesla T4, 15360, [N/A], GPU-5\n")
     assert len(gpus) == 1
@@ -188,8 +188,8 @@ def test_the_estimate_module_does_not_import_torch():
     import sys
 
     code = (
-        "import sys; from backend import estimate, hardware; "
-        "from backend.config import RunConfig; "
+        "import sys; from backend.jobs import estimate; from backend.models import devices as hardware; "
+        "from backend.jobs.config import RunConfig; "
         "estimate.memory(estimate.KNOWN['qwen/qwen2.5-7b-instruct'], RunConfig.parse({})); "
         "hardware.gpu_inventory(); print('torch' in sys.modules)"
     )

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from backend import gguf_import, models
+from backend.models import gguf as gguf_import
+from backend.models import registry as models
 from backend.settings import Paths
 from tests.gguf_util import write_llama_gguf
 
@@ -73,8 +74,8 @@ def test_a_second_use_loads_the_copy_without_converting_again(paths, tiny_gguf, 
 
 
 def test_the_estimate_reads_the_shape_from_the_gguf_header_before_conversion(paths, tiny_gguf):
-    from backend import estimate
-    from backend.tinymodel import SHAPE
+    from backend.jobs import estimate
+    from backend.models.tiny import SHAPE
 
     shape = estimate.model_shape(str(tiny_gguf), paths)
     assert shape is not None
@@ -192,7 +193,7 @@ def test_the_packaged_starter_file_is_the_one_we_checked():
 @pytest.mark.slow
 def test_the_starter_model_is_a_real_model_that_answers_sensibly(starter_home):
     """Converted once per test session (conftest's starter_model_build), then loaded like any local model."""
-    from backend.generate import generate, load
+    from backend.serving.generate import generate, load
 
     paths = starter_home
     ref = models.check_available("smollm2-135m", paths)

@@ -31,13 +31,13 @@ SHAPE = {
 
 @pytest.fixture(scope="module")
 def one_b_model(tmp_path_factory):
-    from backend.tinymodel import build
+    from backend.models.tiny import build
 
     return build(tmp_path_factory.mktemp("gpu-model") / "llama-1b-shape", shape=SHAPE)
 
 
 def test_bf16_is_used_only_where_the_gpu_supports_it():
-    from backend.hardware import detect
+    from backend.models.devices import detect
 
     caps = detect("auto")
     assert caps.kind == "cuda" and caps.memory_gb > 1
@@ -45,10 +45,11 @@ def test_bf16_is_used_only_where_the_gpu_supports_it():
 
 
 def run_recipe(paths, store, model_dir, **values):
-    from backend.config import RunConfig
-    from backend.data import import_dataset
+    from backend.data.datasets import import_dataset
+    from backend.jobs.config import RunConfig
+    from backend.jobs.handoff import JobSpec
     from backend.settings import CAPITALS_CSV
-    from backend.train import JobSpec, Recipe
+    from backend.training.recipe import Recipe
 
     record = store.get_dataset("capitals") or import_dataset(store, paths, CAPITALS_CSV, name="capitals")[0]
     config = RunConfig.parse(
@@ -67,7 +68,7 @@ def run_recipe(paths, store, model_dir, **values):
 def test_qlora_with_the_paged_8bit_optimizer_learns_and_its_peak_is_near_the_estimate(
     paths, store, one_b_model
 ):
-    from backend import estimate
+    from backend.jobs import estimate
 
     torch.cuda.reset_peak_memory_stats()
     recipe, result, config = run_recipe(
@@ -93,7 +94,7 @@ def test_qlora_with_the_paged_8bit_optimizer_learns_and_its_peak_is_near_the_est
 
 
 def test_out_of_gpu_memory_is_reported_with_the_step_and_what_to_change(paths, store, one_b_model):
-    from backend.train import failure
+    from backend.training.recipe import failure
 
     recipe, result, _ = run_recipe(paths, store, one_b_model, method="lora", max_steps=1)
     try:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from backend import hf
-from backend.config import RunConfig
+from backend.jobs import estimate, launch
+from backend.jobs.config import RunConfig
+from backend.models import devices
+from backend.training import hf
 
-CPU = hf.DeviceCaps("cpu", bf16=False, fp16=False)
-AMPERE = hf.DeviceCaps("cuda", bf16=True, fp16=True, name="NVIDIA A100")
-TURING = hf.DeviceCaps("cuda", bf16=False, fp16=True, name="Tesla T4")
+CPU = devices.DeviceCaps("cpu", bf16=False, fp16=False)
+AMPERE = devices.DeviceCaps("cuda", bf16=True, fp16=True, name="NVIDIA A100")
+TURING = devices.DeviceCaps("cuda", bf16=False, fp16=True, name="Tesla T4")
 
 
 def cfg(**values) -> RunConfig:
@@ -57,7 +59,7 @@ def test_optimizer_auto_picks_by_method_and_device_and_refuses_cuda_only_ones_el
     assert hf.optimizer_name(cfg(method="qlora"), AMPERE) == "paged_adamw_8bit"
     assert hf.optimizer_name(cfg(method="lora"), AMPERE) == "adamw_torch_fused"
     assert hf.optimizer_name(cfg(method="qlora"), CPU) == "adamw_torch_fused"
-    assert hf.optimizer_name(cfg(), hf.DeviceCaps("mps", bf16=False, fp16=False)) == "adamw_torch"
+    assert hf.optimizer_name(cfg(), devices.DeviceCaps("mps", bf16=False, fp16=False)) == "adamw_torch"
     assert hf.optimizer_name(cfg(optimizer="adamw_8bit"), AMPERE) == "adamw_8bit"
     with pytest.raises(
         hf.UnsupportedOnDevice, match="optimizer = paged_adamw_8bit needs a CUDA GPU.*Fix: use optimizer auto"
@@ -126,16 +128,18 @@ def test_no_eval_and_no_periodic_checkpoints(tmp_path):
 
 
 def test_planned_steps_and_eval_interval():
-    assert hf.planned_steps(cfg(max_steps=40), 1000) == 40
-    assert hf.planned_steps(cfg(num_epochs=2, batch_size=4, grad_accum=2), 100) == 26  # 2 x ceil(100 / 8)
-    assert hf.planned_steps(cfg(num_epochs=1, batch_size=4), 100, world_size=2) == 13
+    assert estimate.planned_steps(cfg(max_steps=40), 1000) == 40
+    assert (
+        estimate.planned_steps(cfg(num_epochs=2, batch_size=4, grad_accum=2), 100) == 26
+    )  # 2 x ceil(100 / 8)
+    assert estimate.planned_steps(cfg(num_epochs=1, batch_size=4), 100, world_size=2) == 13
     assert hf.eval_interval(cfg(eval_steps=0), 200) == 20
     assert hf.eval_interval(cfg(eval_steps=7), 200) == 7
     assert hf.eval_interval(cfg(eval_steps=0), 3) == 1
 
 
 def test_accelerate_command_ddp_on_cpu_and_fsdp_on_gpus():
-    ddp = hf.accelerate_command(
+    ddp = launch.accelerate_command(
         cfg(num_devices=2, device="cpu"), "/jobs/run-1", port=29555, on_cpu=True, python="py"
     )
     assert ddp[:3] == ["py", "-m", "accelerate.commands.launch"]
@@ -143,15 +147,21 @@ def test_accelerate_command_ddp_on_cpu_and_fsdp_on_gpus():
         ddp[ddp.index("--num_processes") + 1] == "2" and ddp[ddp.index("--main_process_port") + 1] == "29555"
     )
     assert "--multi_gpu" in ddp and "--use_fsdp" not in ddp
-    assert ddp[-3:] == ["-m", "backend.worker", "/jobs/run-1"]  # the job dir on the command line: the manager
+    assert ddp[-3:] == [
+        "-m",
+        "backend.training.worker",
+        "/jobs/run-1",
+    ]  # the job dir on the command line: the manager
     # recognises its workers by it
-    fsdp = hf.accelerate_command(cfg(num_devices=4, multi_device="fsdp"), "/jobs/run-2", port=1, on_cpu=False)
+    fsdp = launch.accelerate_command(
+        cfg(num_devices=4, multi_device="fsdp"), "/jobs/run-2", port=1, on_cpu=False
+    )
     assert "--use_fsdp" in fsdp and fsdp[fsdp.index("--fsdp_use_orig_params") + 1] == "true"
     assert "--multi_gpu" not in fsdp
 
 
 def test_auto_batching_follows_the_padding_it_would_save_and_the_attention_kernel():
-    from backend.train import auto_batching
+    from backend.training.recipe import auto_batching
 
     assert auto_batching("auto", 0.05, "cpu") == "padded"  # nothing to save
     assert auto_batching("auto", 0.5, "cpu") == "grouped"  # no FlashAttention on a CPU
@@ -164,10 +174,13 @@ def test_auto_batching_follows_the_padding_it_would_save_and_the_attention_kerne
 
 
 def test_precision_auto_is_bf16_only_on_a_cpu_with_bf16_instructions(monkeypatch):
-    from backend import hardware
+    hardware = devices
 
     monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: True)
-    assert hardware.detect("cpu", "auto").bf16 and hf.compute_dtype_name(hardware.detect("cpu")) == "bfloat16"
+    assert (
+        hardware.detect("cpu", "auto").bf16
+        and devices.compute_dtype_name(hardware.detect("cpu")) == "bfloat16"
+    )
     assert not hardware.detect("cpu", "fp32").bf16
     monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: False)
     assert not hardware.detect("cpu", "auto").bf16  # emulated bf16 is slower than fp32 there

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from backend.jobs import TERMINAL, InvalidTransition, JobStatus, check_transition
+from backend.core.status import TERMINAL, InvalidTransition, JobStatus, check_transition
 
 Q, R, S, F, C = (
     JobStatus.QUEUED,

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from backend.config import ConfigError, RunConfig
-from backend.data import import_dataset
-from backend.jobs import JobStatus
-from backend.manager import Manager, _alive, decide, queue_positions
+from backend.core.status import JobStatus
+from backend.core.store import DatasetRecord, JobRecord, Store
+from backend.data.datasets import import_dataset
+from backend.jobs.config import ConfigError, RunConfig
+from backend.jobs.handoff import JobSpec, RunResult
+from backend.jobs.manager import Manager, _alive, decide, queue_positions
 from backend.settings import CAPITALS_CSV, Paths
-from backend.store import DatasetRecord, JobRecord, Store
-from backend.train import JobSpec, RunResult
 from tests.conftest import add_dataset_record
 
 FAKE_WORKER = Path(__file__).resolve().with_name("fake_worker.py")
@@ -585,7 +585,7 @@ def test_resume_queues_a_new_job_that_continues_from_the_last_checkpoint(make_ma
 
 
 def test_resume_can_change_settings_such_as_the_number_of_steps(make_manager, store, dataset):
-    from backend.manager import ResumeError
+    from backend.jobs.manager import ResumeError
 
     manager = make_manager("crash")
     crashed = finished_with_checkpoint(manager, store, dataset)
@@ -602,7 +602,7 @@ def test_resume_can_change_settings_such_as_the_number_of_steps(make_manager, st
 
 
 def test_resume_refuses_what_cannot_be_resumed(make_manager, store, dataset):
-    from backend.manager import ResumeError
+    from backend.jobs.manager import ResumeError
 
     manager = make_manager("succeed")
     done = run_to_end(manager, manager.submit(dataset.name, CONFIG).id)
@@ -680,7 +680,7 @@ def big_model(tmp_path: Path) -> str:
 def test_submit_refuses_a_job_that_will_not_fit_the_gpu_with_changes_that_would(
     make_manager, store, paths, dataset, tmp_path
 ):
-    from backend.hardware import Gpu
+    from backend.models.devices import Gpu
 
     t4 = Gpu(0, "Tesla T4", total_gb=15.0, used_gb=0.3)
     manager = make_manager(gpus=[t4])
@@ -709,7 +709,7 @@ def test_submit_refuses_a_job_that_will_not_fit_the_gpu_with_changes_that_would(
 def test_fit_report_shows_memory_and_time_for_the_train_tab(make_manager, dataset, tmp_path, tiny_model):
     import shutil
 
-    from backend.hardware import Gpu
+    from backend.models.devices import Gpu
 
     model = big_model(tmp_path)
     manager = make_manager(gpus=[Gpu(0, "NVIDIA A100-SXM4-80GB", total_gb=80.0, used_gb=1.0)])
@@ -739,7 +739,8 @@ def test_submit_refuses_a_cpu_job_that_will_not_fit_in_memory_with_changes_that_
     """No GPU: the job trains on the CPU, and the estimate of its peak memory is checked against free RAM."""
     import shutil
 
-    from backend import estimate, hardware
+    from backend.jobs import estimate
+    from backend.models import devices as hardware
 
     model = big_model(tmp_path)
     for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
@@ -795,7 +796,7 @@ def test_a_worker_that_stops_giving_signs_of_life_is_failed_and_killed_and_the_q
 
 
 def test_the_heartbeat_beats_during_a_long_phase_and_shows_it(store):
-    from backend.train import Heartbeat
+    from backend.training.recipe import Heartbeat
 
     add_dataset_record(store)
     store.add_job("run-beat", "ds-1", "test", {}, "/tmp/run-beat")
@@ -811,8 +812,8 @@ def test_the_heartbeat_beats_during_a_long_phase_and_shows_it(store):
 
 
 def test_a_queued_gpu_job_asks_chat_to_let_go_and_starts_once_it_has(make_manager, store, dataset):
-    from backend.accelerator import Accelerator
-    from backend.hardware import Gpu
+    from backend.jobs.accelerator import Accelerator
+    from backend.models.devices import Gpu
 
     manager = make_manager(gpus=[Gpu(0, "NVIDIA A100-SXM4-80GB", total_gb=80.0, used_gb=70.0)])
     chat = subprocess.Popen(
@@ -837,7 +838,7 @@ def test_a_queued_gpu_job_asks_chat_to_let_go_and_starts_once_it_has(make_manage
 
 
 def test_a_lease_of_a_process_that_died_is_dropped(store):
-    from backend.accelerator import Accelerator
+    from backend.jobs.accelerator import Accelerator
 
     gone = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
@@ -849,7 +850,7 @@ def test_a_lease_of_a_process_that_died_is_dropped(store):
 def test_scoring_waits_its_turn_while_a_job_trains_and_says_why(store, status):
     import threading
 
-    from backend.accelerator import Accelerator
+    from backend.jobs.accelerator import Accelerator
 
     add_dataset_record(store)
     store.add_job("run-a", "ds-1", "test", {}, "/tmp/run-a")

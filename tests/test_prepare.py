@@ -13,7 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from backend import prepare, tinymodel
+from backend.models import tiny as tinymodel
+from backend.training import prepare
 
 ROWS = [
     ("What is the capital of France?", "The capital of France is Paris.", ""),
@@ -198,7 +199,7 @@ def test_old_datasets_without_a_split_column_train_on_everything_and_skip_eval(t
 
 
 def test_a_max_length_that_would_cut_off_whole_responses_is_refused_with_the_row(tmp_path, tokenizer):
-    from backend.train import RunFailed
+    from backend.training.recipe import RunFailed
 
     path = tmp_path / "data.parquet"
     frame = frame_pr()
@@ -214,7 +215,7 @@ def test_a_max_length_that_would_cut_off_whole_responses_is_refused_with_the_row
 
 
 def test_a_dataset_with_nothing_left_to_learn_is_refused(tmp_path, tokenizer):
-    from backend.train import RunFailed
+    from backend.training.recipe import RunFailed
 
     path = tmp_path / "data.parquet"
     long_turn = [

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from backend.config import ConfigError, RunConfig
-from backend.presets import PresetError, list_presets, load_preset, preset_names
+from backend.jobs.config import ConfigError, RunConfig
+from backend.jobs.presets import PresetError, list_presets, load_preset, preset_names
 from backend.settings import PRESETS_DIR
 
 PRESET_FILES = sorted(PRESETS_DIR.glob("*.yaml"))
@@ -103,7 +103,7 @@ def test_minimal_preset_gets_defaults_and_meta(tmp_path: Path):
 
 
 def test_qlora_presets_cover_small_medium_and_large_instruct_models():
-    from backend import estimate
+    from backend.jobs import estimate
 
     sizes = sorted(
         estimate.KNOWN[p.config.base_model.lower()].params / 1e9
@@ -120,7 +120,7 @@ def test_qlora_presets_cover_small_medium_and_large_instruct_models():
 @pytest.mark.parametrize("path", PRESET_FILES, ids=lambda p: p.name)
 def test_gpu_memory_a_preset_states_covers_the_estimate(path: Path):
     """A preset that states the GPU memory it needs says at least what the estimate says, at its max_length."""
-    from backend import estimate
+    from backend.jobs import estimate
 
     preset = load_preset(path.stem)
     stated = re.search(r"GPU with (\d+(?:\.\d+)?) GB", preset.hardware)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.config import RunConfig
+from backend.jobs.config import RunConfig
 from tests.cli_util import home_with_sample, tunedeck, tunedeck_json
 
 CUSTOM_CODE = """

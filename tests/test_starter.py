@@ -72,7 +72,7 @@ def test_the_starter_model_learns_the_sample_and_beats_its_base_on_held_out_ques
 def test_the_adapter_names_its_hub_base_and_reloads_with_plain_peft_giving_the_same_answer(run: dict) -> None:
     import torch
 
-    from backend import runcard
+    from backend.models import runcard
 
     job = run["job"]
     adapter = job["adapter_dir"]
@@ -94,9 +94,9 @@ def test_the_adapter_names_its_hub_base_and_reloads_with_plain_peft_giving_the_s
 
 
 def test_the_estimate_of_memory_matches_the_measured_run_within_20_percent(run: dict) -> None:
-    from backend.config import RunConfig
-    from backend.manager import Manager
-    from backend.store import Store
+    from backend.core.store import Store
+    from backend.jobs.config import RunConfig
+    from backend.jobs.manager import Manager
 
     job = run["job"]
     paths = Paths.from_env(run["root"])

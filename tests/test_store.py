@@ -8,8 +8,8 @@ from contextlib import closing
 
 import pytest
 
-from backend.jobs import InvalidTransition, JobStatus
-from backend.store import SCHEMA_VERSION, DatasetRecord, Store
+from backend.core.status import InvalidTransition, JobStatus
+from backend.core.store import SCHEMA_VERSION, DatasetRecord, Store
 from tests.conftest import add_dataset_record
 
 
@@ -196,7 +196,7 @@ def test_job_status_is_written_only_by_the_process_that_holds_the_schedulers_loc
     import fcntl
     import os
 
-    from backend.store import NotTheScheduler
+    from backend.core.store import NotTheScheduler
 
     assert not hasattr(store, "set_status")
     store.add_dataset(_dataset())

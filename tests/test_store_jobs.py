@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from backend.store import SCHEMA_VERSION, Store
+from backend.core.store import SCHEMA_VERSION, Store
 from tests.conftest import add_dataset_record
 
 V1_JOBS = """

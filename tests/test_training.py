@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from backend.config import RunConfig
-from backend.data import import_dataset
+from backend.core.store import Store
+from backend.data.datasets import import_dataset
+from backend.jobs.config import RunConfig
+from backend.jobs.handoff import JobSpec, last_checkpoint
 from backend.settings import CAPITALS_CSV, Paths
-from backend.store import Store
-from backend.train import JobSpec, Recipe, last_checkpoint
+from backend.training.recipe import Recipe
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::DeprecationWarning:torch.*"),
@@ -95,7 +96,7 @@ def test_lora_layers_adapts_only_the_top_blocks_and_they_learn(paths, store, tin
 def test_the_adapter_records_its_portable_base_and_the_format_it_was_trained_in(paths, store, tiny_model):
     import json
 
-    from backend import runcard
+    from backend.models import runcard
 
     recipe = recipe_for(paths, store, precision="fp32")
     recipe.setup()
@@ -114,7 +115,7 @@ def test_packed_batch_has_the_same_loss_as_the_examples_unpacked(tiny_model_buil
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from backend import prepare
+    from backend.training import prepare
 
     tok = AutoTokenizer.from_pretrained(tiny_model_build)
     model = AutoModelForCausalLM.from_pretrained(
@@ -198,7 +199,7 @@ def test_the_trap_is_real_where_this_cpu_repacks(tiny_model_build):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    from backend.train import guard_bnb_cpu
+    from backend.training.recipe import guard_bnb_cpu
 
     quant = BitsAndBytesConfig(
         load_in_4bit=True,
@@ -265,7 +266,7 @@ def test_chat_datasets_train_on_assistant_turns(paths, store, tiny_model):
 
     import pandas as pd
 
-    from backend.store import DatasetRecord
+    from backend.core.store import DatasetRecord
 
     folder = paths.datasets / "ds-chat"
     folder.mkdir()
@@ -316,7 +317,7 @@ def test_chat_datasets_train_on_assistant_turns(paths, store, tiny_model):
 def test_out_of_gpu_memory_names_the_step_and_concrete_changes(paths, store, tiny_model):
     import torch
 
-    from backend.train import failure
+    from backend.training.recipe import failure
 
     recipe = recipe_for(paths, store, batch_size=8, grad_accum=1, oom_retry=True)
     recipe.setup()

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from backend.data import import_dataset
-from backend.hardware import Gpu
-from backend.manager import Manager
-from backend.modelclient import ModelClient
+from backend.data.datasets import import_dataset
+from backend.jobs.manager import Manager
+from backend.models.devices import Gpu
+from backend.serving.modelclient import ModelClient
 from backend.settings import CAPITALS_CSV
 from ui import runs_tab, train_tab
 from ui.context import AppContext
@@ -69,7 +69,7 @@ def test_the_estimate_warns_before_a_job_that_will_not_fit_and_train_refuses_it(
 
 
 def test_runs_charts_show_validation_loss_and_hide_gpu_memory_on_a_cpu(ctx, store):
-    from backend.config import RunConfig
+    from backend.jobs.config import RunConfig
 
     job = ctx.manager.submit("capitals", RunConfig.parse({"max_steps": 3}))
     for step in (1, 2, 3):
@@ -90,8 +90,8 @@ def test_runs_charts_show_validation_loss_and_hide_gpu_memory_on_a_cpu(ctx, stor
 
 
 def test_resume_button(ctx, store):
-    from backend.config import RunConfig
-    from backend.jobs import JobStatus
+    from backend.core.status import JobStatus
+    from backend.jobs.config import RunConfig
     from tests.fake_oom_worker import write_checkpoint
 
     job = ctx.manager.submit("capitals", RunConfig.parse({"max_steps": 30}))

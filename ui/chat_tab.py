@@ -1,6 +1,6 @@
 """Chat tab: talk to a finished run (base model + its adapter) or to a base model alone, with streaming.
 
-Generation happens in the model server process (``backend.modelserver``); history lives in this browser session.
+Generation happens in the model server process (``backend.serving.modelserver``); history lives in this browser session.
 """
 
 from __future__ import annotations
@@ -10,10 +10,9 @@ from typing import Any
 
 import gradio as gr
 
-from backend.config import TINY_MODEL
-from backend.jobs import JobStatus
-from backend.modelclient import ModelServerError
-from backend.models import BUILTINS, TINY_DESCRIPTION
+from backend.core.status import JobStatus
+from backend.models.registry import BUILTINS, TINY_DESCRIPTION, TINY_MODEL
+from backend.serving.modelclient import ModelServerError
 from ui.context import AppContext
 
 BASE_PREFIX = "base: "
@@ -22,7 +21,7 @@ BASE_PREFIX = "base: "
 def chat_targets(ctx: AppContext) -> list[tuple[str, str]]:
     """(label, value) pairs: runs with an adapter, then each base model they used, then the other models on this
     machine (the starter model, converted .gguf files, cached Hub models, tiny-offline)."""
-    from backend.models import on_this_machine
+    from backend.models.registry import on_this_machine
 
     out: list[tuple[str, str]] = []
     bases: list[str] = []

@@ -17,10 +17,12 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from backend import evaluate, supervisor
-from backend.jobs import JobStatus
-from backend.modelclient import ModelServerError
-from backend.store import VoteStore
+from backend import supervisor
+from backend.core.status import JobStatus
+from backend.core.store import VoteStore
+from backend.jobs import handoff
+from backend.serving import evaluate
+from backend.serving.modelclient import ModelServerError
 from ui.context import AppContext
 from ui.style import curve_frame, error_md, ok_md
 
@@ -175,9 +177,9 @@ def run_eval(run: str | None, limit: float, ctx: AppContext):
     if not run:
         yield error_md("Pick a finished run."), None, None, None
         return
-    from backend.accelerator import waiting_message
+    from backend.jobs.accelerator import waiting_message
 
-    # Scoring waits its turn while a job trains (backend.accelerator): say so for as long as it waits.
+    # Scoring waits its turn while a job trains (backend.jobs.accelerator): say so for as long as it waits.
     while busy := ctx.store.list_jobs((JobStatus.RUNNING,)):
         yield ok_md(waiting_message("score", busy[0].id)), None, None, None
         time.sleep(2)
@@ -209,7 +211,7 @@ def run_eval(run: str | None, limit: float, ctx: AppContext):
 
 def show_eval(run: str | None, ctx: AppContext):
     job = ctx.store.get_job(run) if run else None
-    data = evaluate.load_result(job.job_dir) if job else None
+    data = handoff.read_scores(job.job_dir) if job else None
     if not data:
         return ("Not scored yet: press *Score*.", None, None, None)
 
@@ -270,7 +272,7 @@ def curves(
                         "loss": value,
                     }
                 )
-        ev = evaluate.load_result(job.job_dir) or {}
+        ev = handoff.read_scores(job.job_dir) or {}
         losses = ctx.store.metrics(r, "loss")
         metrics.append(
             {

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from backend.manager import Manager
-from backend.modelclient import ModelClient
+from backend.core.store import Store
+from backend.jobs.manager import Manager
+from backend.serving.modelclient import ModelClient
 from backend.settings import Paths
-from backend.store import Store
 
 
 @dataclass
@@ -21,6 +21,6 @@ class AppContext:
     @property
     def default_model(self) -> str:
         """The default preset's base model: what the Data tab renders and measures examples with."""
-        from backend.presets import load_preset
+        from backend.jobs.presets import load_preset
 
         return load_preset(self.default_preset).config.base_model

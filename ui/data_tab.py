@@ -18,8 +18,7 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-from backend import views
-from backend.data import (
+from backend.data.datasets import (
     DataError,
     ImportReport,
     Preview,
@@ -31,10 +30,11 @@ from backend.data import (
     rename_dataset,
     safe_dataset_name,
 )
-from backend.importer import import_in_subprocess, unexpected
-from backend.readers import Batch, max_cell_chars
+from backend.data.importer import import_in_subprocess, unexpected
+from backend.data.readers import Batch, max_cell_chars
+from backend.data.shapes import MAPPING_KEYS, REASONS, SHAPE_LABELS, SHAPES, Where, check_mapping, normalise
+from backend.jobs import views
 from backend.settings import SAMPLE_CSV, SAMPLE_VALIDATION_CSV, Paths
-from backend.shapes import MAPPING_KEYS, REASONS, SHAPE_LABELS, SHAPES, Where, check_mapping, normalise
 from ui.context import AppContext
 from ui.style import error_md, ok_md
 
@@ -193,7 +193,7 @@ def render_example(
 
 
 def example_html(paths: Paths, model: str, shape: str, row: dict, system_prompt: str, where: str) -> str:
-    from backend.chatformat import ChatFormat
+    from backend.data.chatformat import ChatFormat
 
     fmt = ChatFormat.load(model, paths)
     enc = fmt.encode(shape, row, system_prompt)
@@ -390,8 +390,8 @@ def save_dataset(
 
 
 def _tokens(ctx: AppContext, record: Any, model: str, max_length: int | None, system_prompt: str) -> Any:
-    from backend.chatformat import ChatFormat
-    from backend.report import token_report
+    from backend.data.chatformat import ChatFormat
+    from backend.data.report import token_report
 
     try:
         fmt = ChatFormat.load(model, ctx.paths)
@@ -506,7 +506,7 @@ def download_csv(dataset: str | None, ctx: AppContext) -> tuple[str, dict]:
 
 
 def render(ctx: AppContext) -> dict:
-    from backend.chatformat import cached_models
+    from backend.data.chatformat import cached_models
 
     gr.Markdown(
         "Upload your examples: a spreadsheet (**CSV** or **Excel .xlsx**), **JSON**, **JSONL** or **Parquet**. "

@@ -11,8 +11,9 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from backend import evaluate, views
-from backend.manager import queue_positions
+from backend.jobs import handoff, views
+from backend.jobs.manager import queue_positions
+from backend.serving import evaluate
 from ui.context import AppContext
 from ui.style import LINE_COLOURS, curve_frame, error_md, ok_md
 
@@ -106,7 +107,7 @@ def job_panel(job_id: str | None, ctx: AppContext) -> tuple[str, pd.DataFrame, s
     if v["resumable"]:
         lines.append("It can be resumed from its last checkpoint: press **Resume**.")
     text = "  \n".join(lines)
-    scores = evaluate.load_result(job.job_dir)
+    scores = handoff.read_scores(job.job_dir)
     if scores:
         text += "\n\n" + evaluate.scores_markdown(scores)
     return text, loss_points(ctx.store, job.id), views.log_tail(job)
@@ -128,7 +129,7 @@ def cancel_job(job_id: str | None, ctx: AppContext) -> str:
 
 def resume_job(job_id: str | None, ctx: AppContext) -> tuple[str, str | None]:
     """Queue a new job continuing this one from its last checkpoint. Returns (message, the new job's id or None)."""
-    from backend.manager import ResumeError
+    from backend.jobs.manager import ResumeError
 
     if not job_id:
         return error_md("Pick a run to resume."), None

@@ -8,8 +8,8 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from backend import demo, export
-from backend.jobs import JobStatus
+from backend.core.status import JobStatus
+from backend.serving import demo, export
 from ui.context import AppContext
 from ui.style import error_md, note_md, ok_md
 

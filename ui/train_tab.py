@@ -13,9 +13,9 @@ from typing import Any
 
 import gradio as gr
 
-from backend.config import TINY_MODEL, ConfigError, RunConfig
-from backend.models import BUILTINS, TINY_DESCRIPTION
-from backend.presets import PresetError, list_presets, load_preset
+from backend.jobs.config import ConfigError, RunConfig
+from backend.jobs.presets import PresetError, list_presets, load_preset
+from backend.models.registry import BUILTINS, TINY_DESCRIPTION, TINY_MODEL
 from ui.context import AppContext
 from ui.style import error_md, note_md, ok_md
 

@@ -1,0 +1,368 @@
+"""Score a run against its base model on held-out examples: did the fine-tune help?
+
+For each validation example (the dataset's ``split == "validation"`` rows; without a split, a seeded sample of the
+training rows, and the result says so) both the base model and the fine-tuned run answer greedily. Scores:
+eval loss and perplexity of the reference answer, ROUGE-L (Google's ``rouge-score``), BLEU and chrF
+(``sacrebleu``), and exact match. One base model is loaded; the adapter is switched off for the base's answers.
+Results go to ``eval.json`` and ``eval_examples.csv`` in the run's folder, so the Runs and Compare tabs and
+``tunedeck eval`` show the same numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from backend.core.store import JobRecord, Store
+from backend.errors import TuneDeckError
+from backend.settings import Paths
+
+METRICS = ("eval_loss", "perplexity", "rougeL", "bleu", "chrf", "exact_match")
+DEFAULT_LIMIT = 64
+SCORE_BATCH = 8  # answers generated together: on 2 CPU cores a batch of 8 costs ~2x one answer, not 8x
+
+
+class EvalError(TuneDeckError, ValueError):
+    pass
+
+
+@dataclass
+class EvalResult:
+    run_id: str
+    base_model: str
+    n_examples: int
+    source: str  # where the examples came from, in words
+    base: dict[str, float]
+    tuned: dict[str, float]
+    seconds: float
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        rows = [
+            f"{self.run_id} on {self.n_examples} examples ({self.source}):",
+            f"{'metric':<12} {'base':>10} {'fine-tuned':>11}",
+        ]
+        for m in METRICS:
+            b, t = self.base.get(m), self.tuned.get(m)
+            rows.append(f"{m:<12} {_fmt(b):>10} {_fmt(t):>11}")
+        return "\n".join(rows)
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"
+
+
+# -- pure scoring ------------------------------------------------------------------------------------------------
+
+
+def normalise(text: str) -> str:
+    return re.sub(r"\s+", " ", text.strip().lower())
+
+
+def score_pair(prediction: str, reference: str) -> dict[str, float]:
+    """Sentence-level scores of one answer against its reference (0-100 for BLEU/chrF, 0-1 for the rest)."""
+    import sacrebleu
+    from rouge_score import rouge_scorer
+
+    rouge = (
+        rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+        .score(reference, prediction)["rougeL"]
+        .fmeasure
+    )
+    return {
+        "rougeL": float(rouge),
+        "bleu": float(sacrebleu.sentence_bleu(prediction, [reference]).score),
+        "chrf": float(sacrebleu.sentence_chrf(prediction, [reference]).score),
+        "exact_match": float(normalise(prediction) == normalise(reference)),
+    }
+
+
+def corpus_scores(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """Corpus BLEU and chrF (sacrebleu's, not a mean of sentences), mean ROUGE-L and exact-match rate."""
+    import sacrebleu
+    from rouge_score import rouge_scorer
+
+    if not predictions:
+        return {}
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    rouge = [scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(predictions, references, strict=True)]
+    return {
+        "rougeL": float(sum(rouge) / len(rouge)),
+        "bleu": float(sacrebleu.corpus_bleu(predictions, [references]).score),
+        "chrf": float(sacrebleu.corpus_chrf(predictions, [references]).score),
+        "exact_match": float(
+            sum(normalise(p) == normalise(r) for p, r in zip(predictions, references, strict=True))
+            / len(predictions)
+        ),
+    }
+
+
+# -- the examples ------------------------------------------------------------------------------------------------
+
+
+def held_out_examples(
+    store: Store, job: JobRecord, limit: int = DEFAULT_LIMIT, seed: int = 0
+) -> tuple[list[tuple[list[dict[str, str]], str]], str]:
+    """([(prompt messages, reference answer)], where they came from)."""
+    import pandas as pd
+
+    record = store.get_dataset(job.dataset_id)
+    if record is None:
+        raise EvalError(
+            f"The dataset of {job.id} ({job.dataset_id}) was deleted, so there is nothing to score on."
+        )
+    frame = pd.read_parquet(record.path)
+    shape = record.info.get("shape", "prompt_response")
+    if shape == "text":
+        raise EvalError(
+            "This run was trained on raw text (continued pre-training): there are no prompts and "
+            "reference answers to score. Its eval loss is in the Runs tab."
+        )
+    if "split" in frame.columns and (frame["split"] == "validation").any():
+        rows, source = frame[frame["split"] == "validation"], "the validation split"
+    else:
+        rows, source = (
+            frame,
+            "training rows: the dataset has no validation split, so this measures memorisation",
+        )
+    picked = sorted(random.Random(seed).sample(range(len(rows)), min(limit, len(rows))))
+    system = job.config.get("system_prompt", "")
+    out = []
+    for i in picked:
+        row = rows.iloc[i]
+        if shape == "chat":
+            from backend.data.shapes import chat_messages
+
+            messages = chat_messages(row["messages"], system)  # with the system prompt it was trained with
+            last = max(k for k, m in enumerate(messages) if m["role"] == "assistant")
+            out.append((messages[:last], messages[last]["content"]))
+        else:
+            sys_text = row.get("system", "") or system
+            msgs = ([{"role": "system", "content": sys_text}] if sys_text else []) + [
+                {"role": "user", "content": row["prompt"]}
+            ]
+            out.append((msgs, row["response"]))
+    return out, source
+
+
+# -- running it --------------------------------------------------------------------------------------------------
+
+
+def reference_loss(
+    loaded: Any, examples: list[tuple[list[dict[str, str]], str]], batch_size: int = SCORE_BATCH
+) -> float:
+    """Token-weighted mean loss of the reference answers given their prompts (prompt tokens masked), in batches."""
+    import torch
+
+    tok, model = loaded.tokenizer, loaded.model
+    seqs: list[tuple[list[int], list[int]]] = []
+    for prompt, reference in examples:
+        p_ids = tok.apply_chat_template(prompt, add_generation_prompt=True, return_dict=True)["input_ids"]
+        full = list(
+            tok.apply_chat_template(prompt + [{"role": "assistant", "content": reference}], return_dict=True)[
+                "input_ids"
+            ]
+        )
+        if len(full) > len(p_ids):
+            seqs.append((full, [-100] * len(p_ids) + full[len(p_ids) :]))
+    seqs.sort(key=lambda s: len(s[0]))  # similar lengths together: little padding
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    total, count = 0.0, 0
+    for i in range(0, len(seqs), batch_size):
+        chunk = seqs[i : i + batch_size]
+        width = max(len(ids) for ids, _ in chunk)
+        ids = torch.tensor([s + [pad] * (width - len(s)) for s, _ in chunk], device=model.device)
+        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s, _ in chunk], device=model.device)
+        labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in chunk], device=model.device)
+        with torch.inference_mode():
+            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+            target = labels[:, 1:]
+            keep = target != -100  # only the reference answer's positions, in fp32: a fraction of the logits
+            loss = torch.nn.functional.cross_entropy(logits[keep].float(), target[keep], reduction="sum")
+        total += float(loss)
+        count += int(keep.sum())
+    return total / count if count else float("nan")
+
+
+def evaluate_run(
+    store: Store,
+    paths: Paths,
+    run_id: str,
+    *,
+    limit: int = DEFAULT_LIMIT,
+    max_new_tokens: int = 128,
+    pool: Any = None,
+) -> EvalResult:
+    """Score a finished run (``tunedeck eval``, the Compare tab): loads its base model and adapter."""
+    from backend.serving.generate import ModelPool
+
+    job = store.get_job(run_id)
+    if job is None:
+        raise EvalError(f"There is no run {run_id!r}.")
+    adapter = (job.result or {}).get("adapter_dir")
+    if not adapter:
+        raise EvalError(f"{run_id} has no adapter to evaluate (status {job.status.value}).")
+    if pool is not None:  # the caller's models, already loaded where it decided
+        return score(store, job, adapter, pool, limit=limit, max_new_tokens=max_new_tokens)
+    # Scoring loads the base and answers every example twice: it waits its turn while a job trains, as chat does
+    # on a GPU (one owner of the accelerator), and says so.
+    import os
+    import sys
+
+    from backend.jobs.accelerator import Accelerator
+
+    accelerator, holder = Accelerator(store), f"score:{os.getpid()}"
+    said: list[str] = []
+
+    def notify(message: str) -> None:
+        if message not in said:  # once, not every poll
+            said.append(message)
+            print(message, file=sys.stderr, flush=True)
+
+    accelerator.wait_for_turn(holder, 0.0, notify=notify)
+    try:
+        return score(store, job, adapter, ModelPool(paths), limit=limit, max_new_tokens=max_new_tokens)
+    finally:
+        accelerator.release(holder)
+
+
+class Stopped(Exception):
+    """Scoring was asked to stop (the job was cancelled while it scored)."""
+
+
+def score(
+    store: Store,
+    job: JobRecord,
+    adapter: str,
+    pool: Any,
+    *,
+    limit: int = DEFAULT_LIMIT,
+    max_new_tokens: int = 128,
+    should_stop: Any = None,
+    on_progress: Any = None,
+) -> EvalResult:
+    """Score ``adapter`` against its base on ``job``'s held-out examples and save eval.json / eval_examples.csv.
+
+    ``pool.use(base_model, adapter_dir or None)`` gives (loaded model, context to generate in): a ModelPool, or
+    the worker's view of the model it has just trained. ``should_stop()`` is checked between batches;
+    ``on_progress(done, total)`` is told how many answers (base and fine-tuned) are written so far."""
+    from backend.serving.generate import generate_batch
+
+    t0 = time.monotonic()
+    examples, source = held_out_examples(store, job, limit)
+    answers: dict[str, list[str]] = {}
+    losses: dict[str, float] = {}
+    done, total = 0, 2 * len(examples)
+    for side, adapter_dir in (("base", None), ("tuned", adapter)):
+        loaded, mode = pool.use(job.config["base_model"], adapter_dir, like=adapter)
+        # An answer much longer than its reference only lowers its scores: stop at 1.5x the reference (+8 tokens).
+        budgets = [
+            min(max_new_tokens, int(1.5 * len(loaded.tokenizer(r)["input_ids"])) + 8) for _, r in examples
+        ]
+        order = sorted(range(len(examples)), key=lambda i: budgets[i])  # similar budgets share a batch
+        with mode:
+            answers[side] = [""] * len(examples)
+            for k in range(0, len(order), SCORE_BATCH):
+                if should_stop is not None and should_stop():
+                    raise Stopped()
+                chunk = order[k : k + SCORE_BATCH]
+                texts = generate_batch(loaded, [examples[i][0] for i in chunk], [budgets[i] for i in chunk])
+                for i, text in zip(chunk, texts, strict=True):
+                    answers[side][i] = text
+                done += len(chunk)
+                if on_progress is not None:
+                    on_progress(done, total)
+            losses[side] = reference_loss(loaded, examples)
+    refs = [r for _, r in examples]
+    sides = {}
+    for side in ("base", "tuned"):
+        scores = corpus_scores(answers[side], refs)
+        loss = losses[side]
+        sides[side] = {
+            "eval_loss": loss,
+            "perplexity": math.exp(loss) if math.isfinite(loss) else float("nan"),
+            **scores,
+        }
+    rows = []
+    for (prompt, ref), b, t in zip(examples, answers["base"], answers["tuned"], strict=True):
+        sb, st = score_pair(b, ref), score_pair(t, ref)
+        rows.append(
+            {
+                "prompt": prompt[-1]["content"],
+                "reference": ref,
+                "base_answer": b,
+                "tuned_answer": t,
+                **{f"base_{k}": v for k, v in sb.items()},
+                **{f"tuned_{k}": v for k, v in st.items()},
+            }
+        )
+    result = EvalResult(
+        job.id,
+        job.config["base_model"],
+        len(examples),
+        source,
+        sides["base"],
+        sides["tuned"],
+        round(time.monotonic() - t0, 2),
+        rows,
+    )
+    save(result, Path(job.job_dir))
+    return result
+
+
+def save(result: EvalResult, job_dir: Path) -> None:
+    data = asdict(result)
+    examples = data.pop("examples")
+    tmp = job_dir / "eval.json.tmp"
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(job_dir / "eval.json")
+    write_csv(examples, job_dir / "eval_examples.csv")
+
+
+LABELS = {
+    "eval_loss": "eval loss ↓",
+    "perplexity": "perplexity ↓",
+    "rougeL": "ROUGE-L ↑",
+    "bleu": "BLEU ↑",
+    "chrf": "chrF ↑",
+    "exact_match": "exact match ↑",
+}
+
+
+def scores_markdown(data: dict[str, Any]) -> str:
+    """A saved result (eval.json) as a small base vs fine-tuned table, for the Runs tab."""
+    lines = [
+        f"**Held-out scores** on {data['n_examples']} examples from {data['source']} "
+        "(every answer: Compare tab, Scores):",
+        "",
+        "| | base | fine-tuned |",
+        "|---|---:|---:|",
+    ]
+    for m in METRICS:
+        lines.append(f"| {LABELS[m]} | {_fmt(data['base'].get(m))} | {_fmt(data['tuned'].get(m))} |")
+    return "\n".join(lines)
+
+
+def csv_safe(value: Any) -> Any:
+    """Spreadsheet apps run cells starting with = + - @ as formulas: prefix them with ' so they stay text."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        if rows:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            for r in rows:
+                w.writerow({k: csv_safe(v) for k, v in r.items()})
+    tmp.replace(path)

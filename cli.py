@@ -1,0 +1,691 @@
+"""The ``tunedeck`` command line (also ``python -m backend``). Every action of the web UI is here too.
+
+    tunedeck serve [--host H] [--port P]
+    tunedeck data add FILE [--name N] [--shape S] [--prompt-col C] [--response-col C] [--system-col C] ...
+    tunedeck data list | show DATASET | rename DATASET NEW | rm DATASET | export DATASET FILE.csv
+    tunedeck train DATASET [--preset P] [--set key=value ...] [--wait]
+    tunedeck jobs | show JOB | cancel JOB | resume JOB [--set key=value ...] [--wait]
+    tunedeck generate (JOB | --base MODEL) --prompt TEXT [--max-new-tokens N] [--temperature T]
+
+Every command takes ``--json``. Failures exit non-zero with the message on stderr. It works with or without the app
+running: jobs are run by the app's scheduler, or by a background one this command starts (never two at once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from typing import Any
+
+from backend.core.status import JobStatus
+from backend.core.store import Store
+from backend.data.datasets import ImportReport, import_dataset, mapping_text
+from backend.errors import TuneDeckError, explain
+from backend.jobs import views
+from backend.jobs.config import RunConfig, coerce_setting
+from backend.jobs.manager import Manager, ensure_scheduler
+from backend.jobs.presets import default_preset, load_preset
+from backend.settings import Paths, home_unwritable, load_settings
+
+
+class CliError(TuneDeckError):
+    pass
+
+
+def _ctx() -> tuple[Paths, Store, Manager]:
+    paths = Paths.from_env()
+    problem = home_unwritable(paths)
+    if problem:
+        raise CliError(problem)
+    store = Store(paths.db)
+    return paths, store, Manager(store, paths)
+
+
+def _out(args: argparse.Namespace, data: Any, text: str) -> None:
+    print(json.dumps(data, indent=2, default=str) if args.json else text)
+
+
+# -- commands ----------------------------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from app import main as serve_main
+
+    extra = (["--share"] if args.share else []) + (["--allow-no-password"] if args.allow_no_password else [])
+    return serve_main(["--host", args.host, "--port", str(args.port), *extra])
+
+
+def cmd_data_add(args: argparse.Namespace) -> int:
+    paths, store, _ = _ctx()
+    cols = {
+        "prompt": args.prompt_col,
+        "response": args.response_col,
+        "system": args.system_col,
+        "context": args.context_col,
+        "messages": args.messages_col,
+        "text": args.text_col,
+    }
+    mapping = {k: (None if v.lower() == "none" else v) for k, v in cols.items() if v is not None}
+    show_progress = sys.stderr.isatty() and not args.json
+    last = [-1]
+
+    def progress(fraction: float, message: str) -> None:
+        pct = int(fraction * 100)
+        if show_progress and pct != last[0]:
+            last[0] = pct
+            print(f"\r{message}: {pct}%   ", end="" if pct < 100 else "\n", file=sys.stderr, flush=True)
+
+    record, report = import_dataset(
+        store,
+        paths,
+        args.file,
+        name=args.name,
+        shape=args.shape,
+        mapping=mapping,
+        sheet=args.sheet,
+        validation="none" if args.no_validation else "auto",
+        validation_file=args.validation_file,
+        seed=args.seed,
+        model=args.model if args.max_length else None,
+        max_length=args.max_length,
+        over_length=args.over_length,
+        system_prompt=args.system_prompt,
+        progress=progress,
+    )
+    view = views.dataset_view(record) | {"report": report.as_dict()}
+    _out(
+        args,
+        view,
+        f"Added dataset {record.name} ({record.id}), shape {record.info['shape']}: "
+        f"{mapping_text(record)}. {report.summary()}" + "".join(f"\nnote: {n}" for n in report.notes),
+    )
+    return 0
+
+
+def cmd_data_list(args: argparse.Namespace) -> int:
+    _, store, _ = _ctx()
+    rows = [views.dataset_view(d) for d in store.list_datasets()]
+    lines = [
+        f"{r['name']:<28} {r['id']:<12} {r['shape']:<16} {r['rows']:>8} rows  from {r['source_file']}"
+        for r in rows
+    ]
+    _out(
+        args, rows, "\n".join(lines) if lines else "No datasets yet. Add one with: tunedeck data add FILE.csv"
+    )
+    return 0
+
+
+def cmd_data_show(args: argparse.Namespace) -> int:
+    from backend.data.datasets import first_rows, get_dataset
+
+    paths, store, _ = _ctx()
+    record = get_dataset(store, args.dataset)
+    view = views.dataset_view(record)
+    view["report"] = record.info.get("report", {})
+    frame = first_rows(record, args.rows)
+    view["examples"] = frame.to_dict("records")
+    text = [
+        f"{record.name} ({record.id}): {record.n_rows} rows, shape {view['shape']}, from {record.source_file}",
+        f"mapping: {mapping_text(record)}",
+        f"sha256: {view['sha256']}",
+        ImportReport.from_dict(view["report"]).summary() if view["report"] else "",
+    ]
+    if args.model:
+        from backend.data.chatformat import ChatFormat
+        from backend.data.report import token_report
+
+        fmt = ChatFormat.load(args.model, paths)
+        tokens = token_report(record, fmt, system_prompt=args.system_prompt, max_length=args.max_length)
+        view["tokens"] = tokens.as_dict()
+        text.append(tokens.summary())
+        if len(frame):
+            encoded = fmt.encode(record.info["shape"], frame.iloc[0].to_dict(), args.system_prompt)
+            view["rendered_example"] = [{"text": t, "trained": tr} for t, tr in encoded.segments()]
+            text.append("The first example as the model sees it ([[...]] is trained on):")
+            text.append("".join(f"[[{t}]]" if tr else t for t, tr in encoded.segments()))
+    else:
+        for row in view["examples"]:
+            text.append("  " + " | ".join(f"{k}={str(v)[:60]!r}" for k, v in row.items()))
+    _out(args, view, "\n".join(t for t in text if t))
+    return 0
+
+
+def cmd_data_rename(args: argparse.Namespace) -> int:
+    from backend.data.datasets import rename_dataset
+
+    _, store, _ = _ctx()
+    record = rename_dataset(store, args.dataset, args.new_name)
+    _out(args, views.dataset_view(record), f"Renamed to {record.name} ({record.id}).")
+    return 0
+
+
+def cmd_data_rm(args: argparse.Namespace) -> int:
+    from backend.data.datasets import delete_dataset
+
+    paths, store, _ = _ctx()
+    record = delete_dataset(store, paths, args.dataset)
+    _out(args, {"deleted": record.id, "name": record.name}, f"Deleted dataset {record.name} ({record.id}).")
+    return 0
+
+
+def cmd_data_export(args: argparse.Namespace) -> int:
+    from backend.data.datasets import export_csv, get_dataset
+
+    _, store, _ = _ctx()
+    record = get_dataset(store, args.dataset)
+    target = export_csv(record, args.target)
+    _out(args, {"dataset": record.id, "file": str(target)}, f"Wrote {record.n_rows} rows to {target}.")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    paths, store, manager = _ctx()
+    preset = load_preset(args.preset or default_preset(paths))
+    changes: dict[str, Any] = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise CliError(f"--set {item!r}: expected key=value, e.g. --set learning_rate=1e-4")
+        changes[key.strip()] = coerce_setting(key.strip(), value.strip())
+    config = RunConfig.parse({**preset.config.model_dump(), **changes})
+    job = manager.submit(args.dataset, config, preset=preset.name)
+    ensure_scheduler(paths)
+    if not args.wait:
+        _out(args, views.job_view(store, job), f"Queued {job.id}. Follow it with: tunedeck show {job.id}")
+        return 0
+    print(f"Queued {job.id}; waiting for it to finish (Ctrl-C stops waiting, not the job).", file=sys.stderr)
+    last = ""
+    while True:
+        job = store.get_job(job.id)
+        assert job is not None
+        view = views.job_view(store, job)
+        line = views.status_line(view)
+        if line != last:
+            print(f"{job.id}: {line}", file=sys.stderr)
+            last = line
+        if job.status.is_terminal:
+            break
+        ensure_scheduler(paths)  # if the scheduler that ran it went away, start another
+        time.sleep(1.0)
+    _out(
+        args,
+        views.job_detail(store, job),
+        f"{job.id}: {views.status_line(view)}"
+        + (f"\nadapter: {view['adapter_dir']}" if view["adapter_dir"] else ""),
+    )
+    return 0 if job.status is JobStatus.SUCCEEDED else 1
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    _, store, _ = _ctx()
+    rows = [views.job_view(store, j) for j in store.list_jobs()]
+    lines = [
+        f"{r['id']:<28} {r['status']:<10} {r['base_model'] or '':<28} {views.status_line(r)}" for r in rows
+    ]
+    _out(
+        args,
+        rows,
+        "\n".join(lines)
+        if lines
+        else "No jobs yet. Start one with: tunedeck train DATASET (the starter model, smollm2-135m)",
+    )
+    return 0
+
+
+def _job(store: Store, job_id: str):
+    job = store.get_job(job_id)
+    if job is None:
+        raise CliError(f"There is no job {job_id!r}. Fix: see `tunedeck jobs` for the list.")
+    return job
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    _, store, _ = _ctx()
+    job = _job(store, args.job)
+    detail = views.job_detail(store, job)
+    text = [
+        f"{job.id}: {views.status_line(detail)}",
+        f"base model: {detail['base_model']} ({detail['method']}), dataset {detail['dataset']}, preset {detail['preset']}",
+    ]
+    if detail["pid"]:
+        text.append(f"worker pid: {detail['pid']}")
+    if detail["adapter_dir"]:
+        text.append(f"adapter: {detail['adapter_dir']}")
+    for key, label in (("resumed_from", "resumes"), ("retry_of", "retries (out of GPU memory)")):
+        if detail.get(key):
+            text.append(f"{label}: {detail[key]}")
+    if detail.get("tokens_per_s"):
+        text.append(
+            f"speed: {detail['tokens_per_s']:,.0f} tokens/s"
+            + (f", peak GPU memory {detail['peak_gpu_gb']:.2f} GB" if detail.get("peak_gpu_gb") else "")
+        )
+    if detail.get("resumable"):
+        text.append(f"resume from its last checkpoint with: tunedeck resume {job.id}")
+    text.append(f"log: {job.job_dir}/worker.log")
+    _out(args, detail, "\n".join(text))
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    paths, store, manager = _ctx()
+    job = _job(store, args.job)
+    if job.status.is_terminal:
+        raise CliError(f"{job.id} has already ended ({job.status.value}); there is nothing to cancel.")
+    manager.cancel(job.id)
+    ensure_scheduler(paths)
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        job = _job(store, job.id)
+        if job.status.is_terminal:
+            break
+        time.sleep(0.5)
+    view = views.job_view(store, job)
+    _out(
+        args,
+        view,
+        f"{job.id}: {views.status_line(view)}"
+        if job.status.is_terminal
+        else f"{job.id}: cancel requested; it stops after the current step.",
+    )
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from backend.jobs.manager import ResumeError
+
+    paths, store, manager = _ctx()
+    changes = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise CliError(f"--set {item!r}: expected key=value, e.g. --set max_steps=200")
+        changes[key.strip()] = coerce_setting(key.strip(), value.strip())
+    try:
+        job = manager.resume(args.job, changes)
+    except ResumeError as exc:
+        raise CliError(str(exc)) from None
+    ensure_scheduler(paths)
+    points = store.metrics(job.id, "loss")
+    print(
+        f"Queued {job.id}, continuing {args.job} from its checkpoint at step {points[-1][0] if points else 0}.",
+        file=sys.stderr,
+    )
+    while args.wait and not job.status.is_terminal:
+        time.sleep(1.0)
+        ensure_scheduler(paths)
+        job = _job(store, job.id)
+    view = views.job_detail(store, job) if args.wait else views.job_view(store, job)
+    _out(args, view, f"{job.id}: {views.status_line(view)}")
+    return 0 if not args.wait or job.status is JobStatus.SUCCEEDED else 1
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from backend.logs import quiet_hf
+    from backend.serving.generate import generate, load
+
+    quiet_hf()
+
+    paths, store, _ = _ctx()
+    adapter = None
+    if args.job:
+        job = _job(store, args.job)
+        adapter = (job.result or {}).get("adapter_dir")
+        if not adapter:
+            raise CliError(
+                f"{job.id} has no adapter ({views.status_line(views.job_view(store, job))}). "
+                "Fix: wait for it to finish, or use --base MODEL to talk to a base model."
+            )
+        base = job.config["base_model"]
+    else:
+        base = args.base
+    loaded = load(base, adapter, paths)
+    messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
+        {"role": "user", "content": args.prompt}
+    ]
+    reply = generate(
+        loaded, messages, max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed
+    )
+    _out(args, {"base_model": base, "adapter_dir": adapter, "prompt": args.prompt, "reply": reply}, reply)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from backend.serving import export
+
+    paths, store, _ = _ctx()
+    if args.merged:
+        from backend.logs import quiet_hf
+
+        quiet_hf()
+        out = export.export_merged(store, paths, args.run, args.to)
+    elif args.space:
+        out = export.export_space(store, args.run, args.to)
+    else:
+        out = export.export_adapter(store, args.run, args.to)
+    view = export.describe(out)
+    label = {"adapter": "adapter", "merged": "merged model", "space": "Space bundle"}[out.kind]
+    _out(
+        args,
+        view,
+        f"Exported the {label} of {args.run} to {out.folder}"
+        + (f" (and {out.zip_path})" if out.zip_path else ""),
+    )
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from backend.serving import export
+
+    paths, store, _ = _ctx()
+    url = export.push(store, paths, args.run, args.repo, merged=args.merged, private=not args.public)
+    _out(args, {"run": args.run, "repo": args.repo, "url": url}, f"Pushed {args.run} to {url}")
+    return 0
+
+
+def cmd_demo_start(args: argparse.Namespace) -> int:
+    from backend.serving import demo
+
+    paths, store, _ = _ctx()
+    info = demo.start_demo(
+        store,
+        paths,
+        args.run,
+        password=args.password,
+        share=args.share,
+        port=args.port,
+        host=args.host,
+        share_server_address=args.share_server_address,
+    )
+    _out(args, info.__dict__, info.summary())
+    return 0
+
+
+def cmd_demo_stop(args: argparse.Namespace) -> int:
+    from backend.serving import demo
+
+    paths, _, _ = _ctx()
+    stopped = demo.stop_demo(paths, args.run)
+    if not stopped:
+        raise CliError(f"No demo of {args.run} is running.")
+    _out(args, {"run": args.run, "stopped": True}, f"Stopped the demo of {args.run}.")
+    return 0
+
+
+def cmd_demo_list(args: argparse.Namespace) -> int:
+    from backend.serving import demo
+
+    paths, _, _ = _ctx()
+    rows = demo.list_demos(paths)
+    lines = [f"{d['run_id']:<28} {d['local_url']}  {d['share_url'] or ''}" for d in rows]
+    _out(
+        args, rows, "\n".join(lines) if lines else "No demos running. Start one with: tunedeck demo start RUN"
+    )
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from backend.logs import quiet_hf
+    from backend.serving.evaluate import evaluate_run
+
+    quiet_hf()
+    paths, store, _ = _ctx()
+    _job(store, args.run)
+    result = evaluate_run(store, paths, args.run, limit=args.limit, max_new_tokens=args.max_new_tokens)
+    data = {k: v for k, v in result.__dict__.items() if k != "examples"}
+    _out(
+        args,
+        data,
+        result.summary() + f"\nPer-example table: {_job(store, args.run).job_dir}/eval_examples.csv",
+    )
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from backend.logs import quiet_hf
+    from backend.serving.generate import Decoding, ModelPool, generate
+
+    quiet_hf()
+    paths, store, _ = _ctx()
+    jobs = [_job(store, r) for r in args.runs]
+    bases = {j.config["base_model"] for j in jobs}
+    if len(bases) > 1:
+        raise CliError(
+            f"These runs have different base models ({', '.join(sorted(bases))}); compare runs of one base."
+        )
+    for j in jobs:
+        if not (j.result or {}).get("adapter_dir"):
+            raise CliError(f"{j.id} has no adapter yet ({j.status.value}).")
+    base = bases.pop()
+    pool = ModelPool(paths)
+    decoding = Decoding(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
+    messages = [{"role": "user", "content": args.prompt}]
+    columns = ([("base: " + base, None)] if args.base else []) + [
+        (j.id, j.result["adapter_dir"]) for j in jobs
+    ]
+    answers = []
+    like = jobs[0].result["adapter_dir"] if jobs else None  # the base answers in the runs' number format
+    for label, adapter in columns:
+        loaded, mode = pool.use(base, adapter, like=like)
+        with mode:
+            answers.append({"who": label, "answer": generate(loaded, messages, decoding=decoding)})
+    _out(
+        args,
+        {"prompt": args.prompt, "base_model": base, "answers": answers},
+        "\n\n".join(f"== {a['who']}\n{a['answer']}" for a in answers),
+    )
+    return 0
+
+
+def cmd_manager(args: argparse.Namespace) -> int:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _, _, manager = _ctx()
+    manager.run(threading.Event(), until_idle=args.until_idle)
+    return 0
+
+
+# -- parsing -------------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p = argparse.ArgumentParser(
+        prog="tunedeck", description="Fine-tune an open LLM on your own examples.", parents=[common]
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("serve", parents=[common], help="run the web app")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=7860)
+    s.add_argument("--share", action="store_true", help="also ask Gradio for a public share link")
+    s.add_argument(
+        "--allow-no-password",
+        action="store_true",
+        help="allow a non-local address or share link without TUNEDECK_PASSWORD (not recommended)",
+    )
+    s.set_defaults(func=cmd_serve)
+
+    d = sub.add_parser("data", parents=[common], help="datasets").add_subparsers(
+        dest="data_cmd", required=True
+    )
+    da = d.add_parser(
+        "add", parents=[common], help="import a CSV/TSV, Excel, JSON, JSONL or Parquet file as a dataset"
+    )
+    da.add_argument("file")
+    da.add_argument("--name")
+    da.add_argument(
+        "--shape", choices=["prompt_response", "chat", "text"], help="default: detected from the file"
+    )
+    for col, what in (
+        ("prompt", "the prompt"),
+        ("response", "the response"),
+        ("system", "a system prompt"),
+        ("context", "a context/input added to the prompt"),
+        ("messages", "the conversations (chat)"),
+        ("text", "the text (plain-text shape)"),
+    ):
+        da.add_argument(f"--{col}-col", metavar="COLUMN", help=f"column with {what}; 'none' for no column")
+    da.add_argument("--sheet", help="Excel: the sheet to read (default: the first)")
+    da.add_argument(
+        "--validation-file", metavar="FILE", help="a separate validation file with the same columns"
+    )
+    da.add_argument("--no-validation", action="store_true", help="no automatic validation split")
+    da.add_argument("--seed", type=int, default=42, help="seed of the automatic validation split")
+    da.add_argument(
+        "--model", default="tiny-offline", help="the tokenizer that measures lengths (with --max-length)"
+    )
+    da.add_argument(
+        "--max-length", type=int, help="measure every example and handle longer ones (see --over-length)"
+    )
+    da.add_argument("--over-length", choices=["truncate", "drop"], default="truncate")
+    da.add_argument(
+        "--system-prompt", default="", help="used where a row has no system prompt (for measuring)"
+    )
+    da.set_defaults(func=cmd_data_add)
+    dl = d.add_parser("list", parents=[common], help="list datasets")
+    dl.set_defaults(func=cmd_data_list)
+    dsh = d.add_parser("show", parents=[common], help="a dataset's mapping, report and first rows")
+    dsh.add_argument("dataset", help="dataset name or id")
+    dsh.add_argument("--rows", type=int, default=5)
+    dsh.add_argument("--model", help="also count tokens and show the first example rendered for this model")
+    dsh.add_argument("--max-length", type=int)
+    dsh.add_argument("--system-prompt", default="")
+    dsh.set_defaults(func=cmd_data_show)
+    dr = d.add_parser("rename", parents=[common], help="rename a dataset")
+    dr.add_argument("dataset")
+    dr.add_argument("new_name")
+    dr.set_defaults(func=cmd_data_rename)
+    drm = d.add_parser(
+        "rm", parents=[common], help="delete a dataset (refused while a queued or running job uses it)"
+    )
+    drm.add_argument("dataset")
+    drm.set_defaults(func=cmd_data_rm)
+    de = d.add_parser("export", parents=[common], help="write a dataset as CSV (formula-like cells escaped)")
+    de.add_argument("dataset")
+    de.add_argument("target", metavar="FILE.csv")
+    de.set_defaults(func=cmd_data_export)
+
+    t = sub.add_parser("train", parents=[common], help="queue a training job")
+    t.add_argument("dataset", help="dataset name or id")
+    t.add_argument(
+        "--preset",
+        help="a preset from presets/ (default: smollm2-135m, a real model that trains on a CPU offline; on a GPU "
+        "with the Hub, qwen2.5-0.5b-qlora); tiny-offline trains in seconds but learns only by heart",
+    )
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)")
+    t.add_argument("--wait", action="store_true", help="wait for the job; exit 0 only if it succeeded")
+    t.set_defaults(func=cmd_train)
+
+    j = sub.add_parser("jobs", parents=[common], help="list jobs")
+    j.set_defaults(func=cmd_jobs)
+    sh = sub.add_parser("show", parents=[common], help="one job in detail")
+    sh.add_argument("job")
+    sh.set_defaults(func=cmd_show)
+    c = sub.add_parser("cancel", parents=[common], help="cancel a queued or running job")
+    c.add_argument("job")
+    c.add_argument("--timeout", type=float, default=60, help="seconds to wait for it to stop")
+    c.set_defaults(func=cmd_cancel)
+    r = sub.add_parser(
+        "resume",
+        parents=[common],
+        help="continue a cancelled, failed or crashed job from its last checkpoint (as a new job)",
+    )
+    r.add_argument("job")
+    r.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="change a setting, e.g. max_steps (repeatable)"
+    )
+    r.add_argument("--wait", action="store_true", help="wait for it; exit 0 only if it succeeded")
+    r.set_defaults(func=cmd_resume)
+
+    g = sub.add_parser("generate", parents=[common], help="ask a fine-tuned run or a base model")
+    who = g.add_mutually_exclusive_group(required=True)
+    who.add_argument("job", nargs="?", help="a finished job's id")
+    who.add_argument("--base", metavar="MODEL", help="a base model instead of a job")
+    g.add_argument("--prompt", required=True)
+    g.add_argument("--system", default="")
+    g.add_argument("--max-new-tokens", type=int, default=128)
+    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (reproducible)")
+    g.add_argument("--seed", type=int, default=0)
+    g.set_defaults(func=cmd_generate)
+
+    e = sub.add_parser(
+        "export", parents=[common], help="export a run's adapter (zip + model card) or merged model"
+    )
+    e.add_argument("run")
+    e.add_argument("--to", required=True, metavar="DIR")
+    kind = e.add_mutually_exclusive_group()
+    kind.add_argument(
+        "--merged", action="store_true", help="merge the adapter into the base model (safetensors)"
+    )
+    kind.add_argument(
+        "--space", action="store_true", help="a Hugging Face Space bundle (app.py, requirements.txt)"
+    )
+    e.set_defaults(func=cmd_export)
+    pu = sub.add_parser(
+        "push", parents=[common], help="upload a run to the Hugging Face Hub (token from HF_TOKEN)"
+    )
+    pu.add_argument("run")
+    pu.add_argument("--repo", required=True, metavar="OWNER/NAME")
+    pu.add_argument("--merged", action="store_true")
+    pu.add_argument("--public", action="store_true", help="make the repository public (default: private)")
+    pu.set_defaults(func=cmd_push)
+    dm = sub.add_parser("demo", parents=[common], help="publish a password-protected chat demo of a run")
+    dms = dm.add_subparsers(dest="demo_cmd", required=True)
+    ds = dms.add_parser(
+        "start", parents=[common], help="start a demo (prints its URL and, if generated, password)"
+    )
+    ds.add_argument("run")
+    ds.add_argument("--password", help="at least 8 characters; default: a generated one, shown once")
+    ds.add_argument("--share", action="store_true", help="also ask Gradio for a public share link (72 h)")
+    ds.add_argument("--share-server-address", metavar="HOST:PORT", help="your own share (frp) server")
+    ds.add_argument("--port", type=int)
+    ds.add_argument("--host", default="127.0.0.1")
+    ds.set_defaults(func=cmd_demo_start)
+    dst = dms.add_parser("stop", parents=[common], help="stop a run's demo")
+    dst.add_argument("run")
+    dst.set_defaults(func=cmd_demo_stop)
+    dml = dms.add_parser("list", parents=[common], help="running demos")
+    dml.set_defaults(func=cmd_demo_list)
+
+    ev = sub.add_parser("eval", parents=[common], help="score a run and its base model on held-out examples")
+    ev.add_argument("run")
+    ev.add_argument("--limit", type=int, default=64, help="examples to score (a seeded sample)")
+    ev.add_argument("--max-new-tokens", type=int, default=128)
+    ev.set_defaults(func=cmd_eval)
+    cp = sub.add_parser(
+        "compare", parents=[common], help="answer one prompt with several runs (and the base)"
+    )
+    cp.add_argument("runs", nargs="+", metavar="RUN")
+    cp.add_argument("--prompt", required=True)
+    cp.add_argument("--base", action="store_true", help="also answer with the base model alone")
+    cp.add_argument("--max-new-tokens", type=int, default=128)
+    cp.add_argument("--temperature", type=float, default=0.0)
+    cp.add_argument("--seed", type=int, default=0)
+    cp.set_defaults(func=cmd_compare)
+
+    m = sub.add_parser("manager", parents=[common], help="run the job scheduler (the app runs one itself)")
+    m.add_argument("--until-idle", action="store_true", help="exit when nothing is queued or running")
+    m.set_defaults(func=cmd_manager)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        load_settings()  # every TUNEDECK_* setting checked once, all problems reported together
+        return int(args.func(args) or 0)
+    except TuneDeckError as exc:  # a problem with its fix, whichever part of TuneDeck found it
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - the CLI shows a message, not a traceback
+        print(f"error: {explain(exc)}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
