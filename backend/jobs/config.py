@@ -389,3 +389,9 @@ def coerce_setting(key: str, text: str) -> Any:
     except ValueError:
         return text  # pydantic reports "must be a valid number" with the field's fix
     return text
+
+
+def max_length_for(longest_prompt: int) -> int:
+    """The max_length to suggest when a prompt of ``longest_prompt`` tokens leaves no room for its response: room
+    for 64 response tokens, rounded up to a multiple of 64. The one rule the submit check and the worker share."""
+    return (longest_prompt + 64 + 63) // 64 * 64

@@ -380,13 +380,13 @@ def _check_prompt_lengths(labels: list[list[int]], rows: Any, max_length: int) -
     if longest < max_length:
         return
     from backend.errors import RunFailed
-    from backend.training.recipe import round_up
+    from backend.jobs.config import max_length_for
 
     i = prompt_lengths.index(longest)
     row = int(rows["source_row"].iloc[i]) if "source_row" in rows else i + 1
     raise RunFailed(
         f"max_length = {max_length} is shorter than the longest prompt ({longest} tokens, row {row} of the file), "
-        f"so its response would be cut off entirely. Fix: set max_length to at least {round_up(longest + 64)}, or "
+        f"so its response would be cut off entirely. Fix: set max_length to at least {max_length_for(longest)}, or "
         "shorten that prompt."
     )
 

@@ -712,7 +712,3 @@ def _peak_rss_mb() -> float:
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)
-
-
-def round_up(n: int, to: int = 64) -> int:
-    return (n + to - 1) // to * to

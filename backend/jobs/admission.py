@@ -1,0 +1,304 @@
+"""Admission: what a job will cost and whether it fits, decided before it is queued. Torch-free.
+
+The Train tab's estimate (``fit_report``), the CPU run's time and memory (``cpu_estimate``), and the checks ``submit``
+runs on a whole job: max_length against the longest prompt (the dataset report's exact token counts, the one count
+the worker uses too) and the peak memory against the GPU, or this machine's RAM when it trains on the CPU, refusing
+with concrete changes that would fit. The scheduler (``backend.jobs.manager``) only asks; it decides nothing here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from backend.core.status import JobStatus
+from backend.core.store import DatasetRecord, Store
+from backend.jobs import estimate
+from backend.jobs.accelerator import Accelerator
+from backend.jobs.config import Problem, RunConfig, max_length_for
+from backend.models import devices as hardware
+from backend.models import registry as models
+from backend.settings import Paths
+
+
+@dataclass(frozen=True)
+class CpuEstimate:
+    """What a run will cost on this CPU (``estimate.CpuRun``), from the dataset's exact token counts."""
+
+    run: estimate.CpuRun
+    longest: int  # the longest training example, in tokens, capped at max_length
+    available_gb: float  # memory this job can count on: free now, plus what our running job will give back
+    cores: int
+    bf16: bool
+    train_rows: int = 0
+    tokens_per_epoch: int = 0
+    epochs: float = 0.0
+
+    @property
+    def fits(self) -> bool:
+        return self.run.ram_gb <= self.available_gb
+
+
+class Admission:
+    """Estimates and fit checks for jobs on this machine. ``gpu_probe`` lists the GPUs; ``running_pids`` gives the
+    process groups of the jobs this process runs (their memory comes back before a new job starts)."""
+
+    def __init__(
+        self,
+        store: Store,
+        paths: Paths,
+        *,
+        gpu_probe: Callable[[], list[hardware.Gpu]],
+        running_pids: Callable[[], list[int]] = list,
+    ):
+        self.store = store
+        self.paths = paths
+        self.gpu_probe = gpu_probe
+        self.running_pids = running_pids
+
+    def fit_report(self, dataset: str | None, config: RunConfig) -> tuple[bool, str]:
+        """(fits, a few lines for the Train tab): estimated peak GPU memory and time per epoch. Torch-free."""
+        record = self.store.get_dataset(dataset) if dataset else None
+        shape = estimate.model_shape(config.base_model, self.paths)
+        if shape is None:
+            return True, (
+                f"No estimate for {config.base_model}: its config.json is not on this machine yet "
+                "(it is read after the first download)."
+            )
+        gpus = self.gpus_for(config)
+        stats = self.token_report(record, config) if record and gpus else None
+        seq = stats.train_longest if stats and stats.train_longest else config.max_length
+        lines = []
+        fits = True
+        if gpus:
+            budget = min(self.gpu_budget_gb(g) for g in gpus)
+            fit = estimate.check_fit(shape, config, budget, seq_len=seq)
+            fits = fit.fits
+            where = f"{gpus[0].name}" + (f" (x{len(gpus)})" if len(gpus) > 1 else "")
+            lines.append(fit.message(where) if fit.fits else "Will not fit: " + fit.message(where))
+        else:
+            cpu = self.cpu_estimate(record, config) if record else None
+            if cpu is not None:
+                return cpu.fits, self._cpu_lines(cpu, shape, config)
+            need = estimate.memory(shape, config, seq_len=seq)
+            lines.append(
+                f"No NVIDIA GPU here: it will train on the CPU. On a GPU it would need about "
+                f"{need.total:.1f} GB ({need.summary()})."
+            )
+        if stats:
+            kind = "cuda" if gpus else "cpu"
+            rows = stats.train_rows
+            secs = estimate.seconds_per_epoch(
+                shape,
+                config,
+                tokens_per_epoch=stats.tokens_per_epoch,
+                mean_len=stats.tokens_per_epoch / max(rows, 1),
+                device_kind=kind,
+                device_name=gpus[0].name if gpus else "",
+            )
+            if secs is not None and rows:
+                per_step = config.batch_size * config.grad_accum * max(config.num_devices, 1)
+                steps = config.max_steps if config.max_steps > 0 else _steps_per_epoch(config, rows)
+                epochs = steps * per_step / rows if config.max_steps > 0 else config.num_epochs
+                lines.append(
+                    f"About {_duration(secs * epochs)} for the run: {steps} steps, {epochs:.3g} epochs of "
+                    f"{rows} examples ({stats.tokens_per_epoch:,} tokens) on the "
+                    f"{'GPU' if gpus else 'CPU'}. A rough figure; the Runs tab shows the real pace."
+                )
+        return fits, "  \n".join(lines)
+
+    def token_report(self, record: DatasetRecord, config: RunConfig):
+        """The dataset's exact token counts with this model's tokenizer and chat template, as it will be trained
+        (the Data tab's report, cached per dataset version and model): the one count the estimate, the length
+        check and the Data tab share. None while the model's tokenizer is not on this machine. Torch-free."""
+        from backend.data import report
+        from backend.data.chatformat import ChatFormat
+        from backend.data.readers import DataError
+
+        try:
+            fmt = ChatFormat.load(config.base_model, self.paths)
+            return report.token_report(
+                record, fmt, system_prompt=config.system_prompt, max_length=config.max_length
+            )
+        except (DataError, OSError, ValueError):
+            return None
+
+    def cpu_estimate(self, dataset: str | DatasetRecord | None, config: RunConfig) -> CpuEstimate | None:
+        """Memory and time of this job on this machine's CPU, from the dataset's exact token counts with the
+        model's own tokenizer and chat template (the Data tab's report, cached per dataset version); None while the
+        model's shape or tokenizer is not on this machine. Torch-free."""
+        record = self.store.get_dataset(dataset) if isinstance(dataset, str) else dataset
+        shape = estimate.model_shape(config.base_model, self.paths)
+        tokens = self.token_report(record, config) if record is not None else None
+        if shape is None or tokens is None or not tokens.train_rows:
+            return None
+        bf16 = config.precision == "bf16" or (config.precision == "auto" and hardware.cpu_has_bf16())
+        cores = os.cpu_count() or 1
+        n_val = tokens.validation_rows
+        reference = (
+            (tokens.validation_trained_tokens / n_val)
+            if n_val
+            else (tokens.trained_tokens_per_epoch / tokens.train_rows)
+        )
+        prompt = (
+            ((tokens.validation_tokens - tokens.validation_trained_tokens) / n_val)
+            if n_val
+            else ((tokens.tokens_per_epoch - tokens.trained_tokens_per_epoch) / tokens.train_rows)
+        )
+        run = estimate.cpu_run(
+            shape,
+            config,
+            train_tokens=tokens.tokens_per_epoch,
+            train_examples=tokens.train_rows,
+            longest=tokens.train_longest,
+            eval_tokens=tokens.validation_tokens,
+            eval_examples=n_val,
+            reference_tokens=reference,
+            prompt_tokens=prompt,
+            steps=estimate.planned_steps(config, tokens.train_rows),
+            cores=cores,
+            bf16=bf16,
+        )
+        per_step = config.batch_size * config.grad_accum * max(config.num_devices, 1)
+        return CpuEstimate(
+            run,
+            tokens.train_longest,
+            self.ram_budget_gb(),
+            cores,
+            bf16,
+            train_rows=tokens.train_rows,
+            tokens_per_epoch=tokens.tokens_per_epoch,
+            epochs=run.steps * per_step / tokens.train_rows,
+        )
+
+    def ram_budget_gb(self) -> float:
+        """Memory a new CPU job can count on: free now, plus what our running job holds (it finishes first)."""
+        running = self.running_pids() or [j.pid for j in self.store.list_jobs((JobStatus.RUNNING,)) if j.pid]
+        return hardware.ram_available_gb(running)
+
+    def _cpu_lines(self, cpu: CpuEstimate, shape: estimate.ModelShape, config: RunConfig) -> str:
+        r = cpu.run
+        lines = [
+            f"No NVIDIA GPU here: it will train on the CPU ({cpu.cores} cores, {'bf16' if cpu.bf16 else 'fp32'}). "
+            f"About **{estimate._secs(r.total_s)}** from Train to finished ({r.summary()}; {r.steps} steps are "
+            f"{cpu.epochs:.3g} epochs of {cpu.train_rows:,} examples, {cpu.tokens_per_epoch:,} tokens each). A "
+            "rough figure (±30 %): the Runs tab shows the real pace.",
+        ]
+        if cpu.fits:
+            lines.append(
+                f"Peak memory about {r.ram_gb:.1f} GB of the {cpu.available_gb:.1f} GB this machine has free."
+            )
+        else:
+            lines.append("Will not fit: " + self._cpu_refusal(cpu, shape, config))
+        return "  \n".join(lines)
+
+    def _cpu_refusal(self, cpu: CpuEstimate, shape: estimate.ModelShape, config: RunConfig) -> str:
+        tips = []
+        for label, changed in estimate._alternatives(config, cpu.longest):
+            if changed.method == "qlora":
+                continue  # 4-bit saves little on a CPU and makes every step slower
+            need = estimate.cpu_memory_gb(
+                shape,
+                changed,
+                seq_len=cpu.longest,
+                bf16=cpu.bf16,
+                mean_len=cpu.tokens_per_epoch / max(cpu.train_rows, 1),
+            )
+            if need <= cpu.available_gb:
+                tips.append(f"{label} (about {need:.1f} GB)")
+        return (
+            f"this job needs about {cpu.run.ram_gb:.1f} GB of memory on the CPU, and this machine has "
+            f"{cpu.available_gb:.1f} GB free. Fix: "
+            + ("; or ".join(tips[:3]) if tips else "use a smaller model, or a machine with more memory")
+            + "."
+        )
+
+    def length_problems(self, record: DatasetRecord, config: RunConfig) -> list[Problem]:
+        """max_length must leave room for a response after the longest prompt, counted exactly as the worker will
+        (the model's chat template and tokenizer; on a sample of a very big dataset, and then said so)."""
+        if _shape(record) == "text":
+            return []  # plain text is cut to max_length and still trains on what is left
+        tokens = self.token_report(record, config)
+        if tokens is None or tokens.longest_prompt < config.max_length:
+            return []  # no tokenizer here yet: the worker checks once it has it
+        longest, row = tokens.longest_prompt, tokens.longest_prompt_row
+        need = max_length_for(longest)
+        chat = _shape(record) == "chat"
+        what = "conversation before its first assistant reply" if chat else "prompt"
+        return [
+            Problem(
+                "max_length",
+                config.max_length,
+                f"the longest {what} (row {row} of the file) is {longest} tokens"
+                + (" (of a sample of the rows)" if tokens.sampled else "")
+                + ", so its response would be cut off",
+                f"set max_length to at least {need}, or shorten that {'conversation' if chat else 'prompt'}",
+            )
+        ]
+
+    def gpus_for(self, config: RunConfig) -> list[hardware.Gpu]:
+        if config.device in ("cpu", "mps"):
+            return []
+        gpus = self.gpu_probe()
+        return gpus[: max(config.num_devices, 1)]
+
+    def gpu_budget_gb(self, gpu: hardware.Gpu) -> float:
+        """Memory a new job can count on: free memory, plus what our own running job holds (it will be done first,
+        since jobs run one at a time), plus what chat, scoring or export hold (they let go when a job needs it)."""
+        ours = hardware.gpu_memory_of_groups(
+            self.running_pids() or [j.pid for j in self.store.list_jobs((JobStatus.RUNNING,)) if j.pid],
+            gpu.index,
+        )
+        return gpu.free_gb + ours + Accelerator(self.store).held_gb()
+
+    def memory_problems(
+        self, config: RunConfig, record: DatasetRecord | None, ref: models.ModelRef | None
+    ) -> list[Problem]:
+        """Refuse, before queueing, a job that will not fit the GPU, or this machine's memory when it trains on the
+        CPU, with changes that would fit."""
+        gpus = self.gpus_for(config)
+        if ref is None or record is None:
+            return []
+        if not gpus:
+            mshape = estimate.model_shape(config.base_model, self.paths)
+            cpu = self.cpu_estimate(record, config)
+            if cpu is None or mshape is None or cpu.fits:
+                return []
+            text = self._cpu_refusal(cpu, mshape, config)
+            return [
+                Problem(
+                    "memory", f"{cpu.run.ram_gb:.1f} GB", text.split(" Fix: ")[0], text.split(" Fix: ")[-1]
+                )
+            ]
+        mshape = estimate.model_shape(config.base_model, self.paths)
+        if mshape is None:
+            return []
+        stats = self.token_report(record, config)
+        seq = stats.train_longest if stats and stats.train_longest else config.max_length
+        budget = min(self.gpu_budget_gb(g) for g in gpus)
+        fit = estimate.check_fit(mshape, config, budget, seq_len=seq)
+        if fit.fits:
+            return []
+        text = fit.message(gpus[0].name)
+        return [
+            Problem("memory", f"{fit.need.total:.1f} GB", text.split(" Fix: ")[0], text.split(" Fix: ")[-1])
+        ]
+
+
+def _shape(record) -> str:
+    return str((record.info or {}).get("shape") or "prompt_response")
+
+
+def _steps_per_epoch(config: RunConfig, rows: int) -> int:
+    steps = math.ceil(rows / (config.batch_size * config.grad_accum * max(config.num_devices, 1)))
+    return max(1, math.ceil(steps * config.num_epochs))
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(seconds, 1):.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
