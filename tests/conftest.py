@@ -6,6 +6,7 @@ data directory or the network. Add new shared fixtures as plain functions below.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -126,3 +127,39 @@ def status(paths: Paths, store: Store):
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+@contextlib.contextmanager
+def tmpfs(folder: Path, options: str):
+    """A tmpfs mounted on ``folder`` for the test (``options``: e.g. "size=48m" or "ro,size=1m"), unmounted after;
+    the test is skipped where mounting is not allowed."""
+    import subprocess
+
+    folder.mkdir(parents=True, exist_ok=True)
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True, text=True
+    )
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a filesystem here ({options}): {res.stderr.strip() or res.returncode}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+@pytest.fixture
+def capitals_ctx(paths: Paths, store: Store, tiny_model: Path):
+    """The web app's context (no torch) with the capitals sample saved as the dataset "capitals"."""
+    from backend.data.datasets import import_dataset
+    from backend.jobs.manager import Manager
+    from backend.serving.modelclient import ModelClient
+    from backend.settings import CAPITALS_CSV
+    from ui.context import AppContext
+
+    import_dataset(store, paths, CAPITALS_CSV, name="capitals")
+    return AppContext(
+        paths=paths,
+        store=store,
+        manager=Manager(store, paths, gpu_probe=lambda: []),
+        models=ModelClient(paths),
+    )

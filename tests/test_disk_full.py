@@ -6,7 +6,6 @@ and once space is back the queue goes on by itself, without a restart.
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -21,22 +20,15 @@ from backend.jobs.config import RunConfig
 from backend.jobs.manager import Manager
 from backend.jobs.presets import load_preset
 from backend.settings import CAPITALS_CSV, Paths
-from tests.conftest import link_tiny_model
+from tests.conftest import link_tiny_model, tmpfs
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def small_disk(tmp_path: Path):
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    res = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount)], capture_output=True, text=True
-    )
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a small filesystem here: {res.stderr.strip() or res.returncode}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+    with tmpfs(tmp_path / "small-disk", "size=48m") as mount:
+        yield mount
 
 
 def fill(disk: Path) -> Path:
