@@ -164,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tunedeck: {problem}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per internal request otherwise
     from ui import CSS
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # run the clean shutdown below on `kill`
@@ -188,7 +189,12 @@ def main(argv: list[str] | None = None) -> int:
             auth=auth,
             max_file_size=settings.max_upload_bytes,
             auth_message="TuneDeck: log in with the username and password this server was started with.",
+            quiet=True,  # Gradio's own banner suggests share=True, which is a flag of ours (--share)
         )
+        shown_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+        print(f"TuneDeck is running at http://{shown_host}:{app.server_port}  (Ctrl+C stops it)", flush=True)
+        if getattr(app, "share_url", None):
+            print(f"Public link: {app.share_url}", flush=True)
         if auth is not None:
             hide_api_before_login(app.server_app)
         if args.share and not getattr(app, "share_url", None):

@@ -428,12 +428,19 @@ def cmd_demo_list(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from backend.logs import quiet_hf
-    from backend.serving.evaluate import evaluate_run
+    from backend.serving.evaluate import PROGRESS_PREFIX, evaluate_run
 
     quiet_hf()
     paths, store, _ = _ctx()
     _job(store, args.run)
-    result = evaluate_run(store, paths, args.run, limit=args.limit, max_new_tokens=args.max_new_tokens)
+
+    def progress(done: int, total: int) -> None:
+        # On stderr, one line a batch: the Compare tab reads these to show "12 of 32 answers" while it waits.
+        print(f"{PROGRESS_PREFIX}{done} of {total} answers", file=sys.stderr, flush=True)
+
+    result = evaluate_run(
+        store, paths, args.run, limit=args.limit, max_new_tokens=args.max_new_tokens, on_progress=progress
+    )
     data = {k: v for k, v in result.__dict__.items() if k != "examples"}
     _out(
         args,

@@ -26,6 +26,9 @@ def quiet_hf() -> None:
         datasets.disable_progress_bars()
     except ImportError:
         pass
+    # "Token indices sequence length is longer than the specified maximum sequence length": TuneDeck measures every
+    # example without cutting on purpose (to report and cut them itself), so the tokenizer's alarm is noise.
+    logging.getLogger("transformers.tokenization_utils_base").setLevel(logging.ERROR)
     # bitsandbytes on CPU: an optional fast kernel package is missing; harmless (see docs/environment notes).
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*gemm_4bit_forward.*")

@@ -32,8 +32,8 @@ def chromium_path() -> str | None:
 
 
 @contextlib.contextmanager
-def chromium_page(height: int = 900, expect_timeout_ms: int | None = None) -> Iterator:
-    """A Playwright page in Debian's Chromium (never `playwright install`), 1280 px wide.
+def chromium_page(height: int = 900, expect_timeout_ms: int | None = None, width: int = 1280) -> Iterator:
+    """A Playwright page in Debian's Chromium (never `playwright install`), 1280 px wide unless told.
 
     Without Chromium the test fails on CI (where `make test` installs it) and is skipped elsewhere."""
     import pytest
@@ -49,7 +49,7 @@ def chromium_page(height: int = 900, expect_timeout_ms: int | None = None) -> It
         expect.set_options(timeout=expect_timeout_ms)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=exe, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": height})
+        page = browser.new_page(viewport={"width": width, "height": height})
         page.set_default_timeout(30_000)
         try:
             yield page

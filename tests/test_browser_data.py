@@ -155,3 +155,43 @@ def test_a_chat_file_highlights_every_assistant_turn(browser_page, served, tmp_p
     expect(rendered.locator(".td-trained").nth(1)).to_have_text("It ships tomorrow.<|im_end|>\n")
     rendered.scroll_into_view_if_needed()
     page.screenshot(path=str(SHOTS / "data-4-chat.png"), full_page=True)
+
+
+def test_the_preview_shows_the_cut_and_a_new_file_clears_the_old_report(
+    browser_page, served, tmp_path
+) -> None:
+    """An over-length row is shown exactly as trained: cut at the max length, the rest struck through. Then a file
+    whose first row is data: its error names the problem, and the report of the file saved before is gone."""
+    from playwright.sync_api import expect
+
+    page = browser_page
+    long = tmp_path / "long.csv"
+    long.write_text(
+        "question,answer\n" + 'Tell me everything,"' + " ".join(["word"] * 300) + '"\nAnd briefly?,Words.\n'
+    )
+    page.goto(served.url)
+    page.get_by_role("button", name="Use the sample CSV").wait_for()
+    page.locator("input[type=file]").first.set_input_files(str(long))
+    rendered = page.locator("#td-rendered")
+    expect(rendered).to_contain_text("as smollm2-135m sees it")
+    limit = page.get_by_label("Max length (tokens)")
+    expect(limit).to_have_value("256")  # the same as the Train tab's preset, not another number
+    limit.fill("64")
+    limit.press("Enter")
+    expect(rendered).to_contain_text("Cut to 64 tokens")
+    expect(rendered).to_contain_text("64 tokens, ")
+    expect(rendered.locator(".td-cut-off")).to_contain_text("word")  # the rest, struck through
+    rendered.scroll_into_view_if_needed()
+    page.screenshot(path=str(SHOTS / "data-5-cut.png"), full_page=True)
+    page.get_by_label("Dataset name").fill("long")
+    page.get_by_role("button", name="Save dataset").click()
+    expect(page.locator("#td-save-message")).to_contain_text("Saved dataset", timeout=60_000)
+    expect(page.locator("#td-report")).to_contain_text("2 of 2 rows kept.")
+
+    numbers = tmp_path / "numbers.csv"
+    numbers.write_text("1,2,3\n4,5,6\n")
+    page.locator("#td-upload").get_by_role("button", name="Clear").click()  # the × of the upload box
+    page.locator("input[type=file]").first.set_input_files(str(numbers))
+    expect(page.get_by_text("looks like data, not column names")).to_be_visible()
+    expect(page.locator("#td-report")).to_have_count(0)  # the other file's report went with it
+    expect(page.locator("#td-save-message")).not_to_contain_text("Saved dataset")

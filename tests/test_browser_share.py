@@ -6,16 +6,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser_util import ROOT
+from tests.browser_util import ROOT, chromium_page
 from tests.cli_util import home_with_sample, train_sample, tunedeck, tunedeck_json
-from tests.test_browser import browser_page  # noqa: F401 - the fixture
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 SHOTS = ROOT / "test-artifacts" / "screenshots"
 
 
+@pytest.fixture
+def browser_page():
+    with chromium_page(900) as page:
+        yield page
+
+
 def test_a_published_demo_asks_for_the_password_then_chats(
-    browser_page,  # noqa: F811 - the fixture imported above
+    browser_page,
     tmp_path: Path,
     tiny_model_build: Path,
 ) -> None:

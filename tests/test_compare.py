@@ -152,11 +152,11 @@ def test_config_diff_shows_only_what_differs(store: Store, paths: Paths) -> None
     store.add_job("run-b", "ds-1", "tiny-offline", {"learning_rate": 0.001, "lora_r": 16}, "/x/b")
     ctx = AppContext(paths=paths, store=store, manager=None, models=None)  # type: ignore[arg-type]
     diff = config_diff(["run-a", "run-b"], True, ctx)
-    assert list(diff["setting"]) == ["learning_rate"]
+    assert list(diff["setting"]) == ["Learning rate"]  # in words, as the Train tab says it
     assert set(config_diff(["run-a", "run-b"], False, ctx)["setting"]) >= {
-        "learning_rate",
-        "lora_r",
-        "dataset",
+        "Learning rate",
+        "Adapter size (rank)",
+        "Dataset",
     }
 
 

@@ -6,24 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from backend.data.datasets import import_dataset
-from backend.jobs.manager import Manager
 from backend.models.devices import Gpu
-from backend.serving.modelclient import ModelClient
-from backend.settings import CAPITALS_CSV
 from ui import runs_tab, train_tab
 from ui.context import AppContext
 
 
 @pytest.fixture
-def ctx(paths, store, tiny_model) -> AppContext:
-    import_dataset(store, paths, CAPITALS_CSV, name="capitals")
-    return AppContext(
-        paths=paths,
-        store=store,
-        manager=Manager(store, paths, gpu_probe=lambda: []),
-        models=ModelClient(paths),
-    )
+def ctx(capitals_ctx) -> AppContext:
+    return capitals_ctx
 
 
 def values(preset: str = "tiny-offline", **changes) -> list:

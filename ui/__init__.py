@@ -49,36 +49,32 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             [tabs, runs["job"]],
             api_visibility="private",
         )
+        # Opening Chat, Compare or Share picks the run the person just trained (ui.follow); each tab remembers the
+        # newest run it has shown, so a pick made since is kept until another run finishes.
+        chat_seen, compare_seen, share_seen = gr.State(None), gr.State(None), gr.State(None)
         chat_t.select(
-            lambda: gr.update(choices=chat_tab.chat_targets(ctx)),
-            None,
-            chat["target"],
+            lambda current, seen: chat_tab.on_open(current, seen, ctx),
+            [chat["target"], chat_seen],
+            [chat["target"], chat_seen],
             api_visibility="private",
         )
+        compare_pickers = [
+            compare["runs"],
+            compare["eval_run"],
+            compare["left"],
+            compare["right"],
+            compare["pick"],
+        ]
         compare_t.select(
-            lambda: (
-                *(gr.update(choices=compare_tab.finished_runs(ctx)) for _ in range(2)),
-                *(gr.update(choices=[compare_tab.BASE] + compare_tab.finished_runs(ctx)) for _ in range(2)),
-                gr.update(choices=compare_tab.all_runs(ctx)),
-                compare_tab.win_rates(ctx),
-                compare_tab.win_rates(ctx),
-            ),
-            None,
-            [
-                compare["runs"],
-                compare["eval_run"],
-                compare["left"],
-                compare["right"],
-                compare["pick"],
-                compare["rates"],
-                compare["rates_plot"],
-            ],
+            lambda *args: compare_tab.on_open(*args, ctx=ctx),
+            [*compare_pickers, compare_seen],
+            [*compare_pickers, compare["rates"], compare["rates_plot"], compare_seen],
             api_visibility="private",
         )
         share_t.select(
-            lambda: (gr.update(choices=share_tab.shareable_runs(ctx)), share_tab.demos_table(ctx)),
-            None,
-            [share["run"], share["demos"]],
+            lambda current, seen: share_tab.on_open(current, seen, ctx),
+            [share["run"], share_seen],
+            [share["run"], share["demos"], share_seen],
             api_visibility="private",
         )
         # Fill the Train tab from the default preset when the page loads.
@@ -88,8 +84,13 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             [train["about"], *train["widgets"]],
             api_visibility="private",
         )
-        app.load(
-            lambda: (gr.update(choices=data_tab.dataset_choices(ctx)), data_tab.datasets_table(ctx)),
+        app.load(  # the newest dataset is the one to train: a reloaded page does not start on an empty choice
+            lambda: (
+                gr.update(
+                    choices=(names := data_tab.dataset_choices(ctx)), value=names[0] if names else None
+                ),
+                data_tab.datasets_table(ctx),
+            ),
             None,
             [train["dataset"], data["table"]],
             api_visibility="private",

@@ -36,6 +36,16 @@ def chat_targets(ctx: AppContext) -> list[tuple[str, str]]:
     return out
 
 
+def on_open(current: str | None, seen: str | None, ctx: AppContext) -> tuple[dict, str | None]:
+    """Chat opened: fresh choices, and the run just trained selected (see ui.follow). Returns (update, newest)."""
+    from ui.follow import follow
+
+    targets = chat_targets(ctx)
+    values = [v for _, v in targets]
+    newest = next((v for v in values if not v.startswith(BASE_PREFIX)), None)
+    return gr.update(choices=targets, value=follow(current, values, newest, seen)), newest
+
+
 def resolve_target(target: str, ctx: AppContext) -> tuple[str, str | None]:
     """(base model, adapter dir or None) for a dropdown value."""
     if target.startswith(BASE_PREFIX):

@@ -7,7 +7,6 @@ Answers come from the model server (one base model in memory, adapters switched 
 from __future__ import annotations
 
 import json
-import math
 import random
 import subprocess
 import time
@@ -25,6 +24,7 @@ from backend.serving import evaluate
 from backend.serving.modelclient import ModelServerError
 from ui.context import AppContext
 from ui.style import curve_frame, error_md, ok_md
+from ui.train_tab import LABELS
 
 MAX_COLUMNS = 4
 BASE = "base model"
@@ -40,6 +40,40 @@ def finished_runs(ctx: AppContext) -> list[str]:
 
 def all_runs(ctx: AppContext) -> list[str]:
     return [j.id for j in ctx.store.list_jobs()]
+
+
+def on_open(
+    runs: list[str] | None,
+    eval_run: str | None,
+    left: str | None,
+    right: str | None,
+    pick: list[str] | None,
+    seen: str | None,
+    *,
+    ctx: AppContext,
+) -> tuple:
+    """Compare opened: fresh choices everywhere, and the run just trained ready in each part (ui.follow): side by
+    side with the base model, scored, as the blind test's second contestant against the base, and in the curves."""
+    from ui.follow import follow, follow_many
+
+    done = finished_runs(ctx)
+    newest = done[0] if done else None
+    everyone = [BASE] + done
+    left_value = left if left in everyone else BASE
+    right_value = follow(right if right != BASE else None, done, newest, seen)
+    if right_value == left_value:
+        right_value = BASE if left_value != BASE else right_value
+    rates = win_rates(ctx)
+    return (
+        gr.update(choices=done, value=follow_many(runs, done, newest, seen, MAX_COLUMNS)),
+        gr.update(choices=done, value=follow(eval_run, done, newest, seen)),
+        gr.update(choices=everyone, value=left_value),
+        gr.update(choices=everyone, value=right_value),
+        gr.update(choices=all_runs(ctx), value=follow_many(pick, all_runs(ctx), newest, seen, OVERLAY_RUNS)),
+        rates_table(rates),
+        rates_chart(rates),
+        newest,
+    )
 
 
 def _adapters(runs: list[str], ctx: AppContext) -> tuple[str, list[str]]:
@@ -155,18 +189,39 @@ def vote(choice: str, hidden: str, ctx: AppContext) -> tuple[str, pd.DataFrame, 
     return ok_md(f"Recorded. A was **{h['a']}**, B was **{h['b']}**."), win_rates(ctx), ""
 
 
+RATE_COLUMNS = {
+    "contestant": object,
+    "win rate": "float64",
+    "wins": "int64",
+    "losses": "int64",
+    "ties": "int64",
+}
+RATE_COLUMNS["games"] = "int64"
+
+
 def win_rates(ctx: AppContext) -> pd.DataFrame:
+    """Votes per contestant, win rate as a fraction (ties count half), best first; typed even when empty, because
+    Gradio fixes a chart's axis types from the first frame it gets (an untyped empty frame made the win rate an
+    axis of categories, "0" above "1", with floating bars)."""
     rows = [
-        {"contestant": k, "win rate": round((v["wins"] + 0.5 * v["ties"]) / v["games"], 3), **v}
+        {"contestant": k, "win rate": (v["wins"] + 0.5 * v["ties"]) / v["games"], **v}
         for k, v in VoteStore(ctx.store).tally().items()
         if v["games"]
     ]
-    cols = ["contestant", "win rate", "wins", "losses", "ties", "games"]
-    return (
-        pd.DataFrame(rows, columns=cols).sort_values("win rate", ascending=False)
-        if rows
-        else pd.DataFrame(columns=cols)
-    )
+    frame = pd.DataFrame(rows, columns=list(RATE_COLUMNS)).astype(RATE_COLUMNS)
+    return frame.sort_values("win rate", ascending=False, ignore_index=True)
+
+
+def rates_chart(rates: pd.DataFrame) -> dict:
+    """The win-rate bars, shown once there is a vote (an empty chart is a frame with "Infinite extent")."""
+    return gr.update(value=rates, visible=len(rates) > 0)
+
+
+def rates_table(rates: pd.DataFrame) -> pd.DataFrame:
+    """The win rates for people: a percentage, not 0.667."""
+    shown = rates.astype({"win rate": object})
+    shown["win rate"] = [f"{v:.0%}" for v in rates["win rate"]]
+    return shown
 
 
 # -- scores --------------------------------------------------------------------------------------------------------
@@ -196,15 +251,21 @@ def run_eval(run: str | None, limit: float, ctx: AppContext):
         stderr=subprocess.PIPE,
         text=True,
     )
-    out, err = proc.communicate(timeout=3600)
-    res = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-    if res.returncode != 0:
-        yield (
-            error_md(res.stderr.strip().removeprefix("error: ") or "the evaluation failed"),
-            None,
-            None,
-            None,
-        )
+    # Its stderr says how far it is ("scored 8 of 32 answers"), a line a batch; stdout is one JSON at the end.
+    said: list[str] = []
+    for line in proc.stderr:  # type: ignore[union-attr]
+        line = line.strip()
+        if line.startswith(evaluate.PROGRESS_PREFIX):
+            done = line.removeprefix(evaluate.PROGRESS_PREFIX)
+            yield ok_md(f"Scoring **{run}** and its base model: {done} written…"), None, None, None
+        elif line:
+            said.append(line)
+    if proc.stdout is not None:
+        proc.stdout.read()  # the scores are read from eval.json below
+    proc.wait(timeout=60)
+    if proc.returncode != 0:
+        error = next((x for x in reversed(said) if x.startswith("error:")), "\n".join(said[-3:]))
+        yield error_md(error.removeprefix("error: ") or "the evaluation failed"), None, None, None
         return
     yield show_eval(run, ctx)
 
@@ -215,26 +276,58 @@ def show_eval(run: str | None, ctx: AppContext):
     if not data:
         return ("Not scored yet: press *Score*.", None, None, None)
 
-    def shown(v: Any) -> Any:
-        return float(f"{v:.4g}") if isinstance(v, float) and math.isfinite(v) else v
-
     table = pd.DataFrame(
         [
             {
-                "metric": evaluate.LABELS[m],
-                "base": shown(data["base"].get(m)),
-                "fine-tuned": shown(data["tuned"].get(m)),
+                "score": evaluate.LABELS[m],
+                "base model": evaluate.fmt_score(data["base"].get(m)),
+                "fine-tuned": evaluate.fmt_score(data["tuned"].get(m)),
+                "what it measures": evaluate.ABOUT[m],
             }
             for m in evaluate.METRICS
         ]
     )
     csv_path = Path(job.job_dir) / "eval_examples.csv"
-    examples = pd.read_csv(csv_path) if csv_path.is_file() else None
+    examples = example_rows(pd.read_csv(csv_path)) if csv_path.is_file() else None
     msg = ok_md(
         f"**{run}** on {data['n_examples']} examples from {data['source']} ({data['seconds']} s). "
         "↓ lower is better, ↑ higher is better."
     )
     return msg, table, examples, str(csv_path) if csv_path.is_file() else None
+
+
+def score_limit(run: str | None, ctx: AppContext) -> dict:
+    """The Examples slider goes up to the number of held-out rows there are (its validation rows; without a split,
+    scoring samples training rows): no "32" offered where only 16 exist."""
+    from backend.jobs import views
+
+    job = ctx.store.get_job(run) if run else None
+    record = ctx.store.get_dataset(job.dataset_id) if job else None
+    if record is None:
+        return gr.update()
+    view = views.dataset_view(record)
+    n = int(view["validation_rows"] or view["train_rows"] or 0)
+    if n <= 0:
+        return gr.update()
+    most = min(n, 256)
+    return gr.update(minimum=1, maximum=most, value=min(32, most), step=1)
+
+
+def example_rows(full: pd.DataFrame) -> pd.DataFrame:
+    """The per-example table for reading: the question, the reference and both answers, with one score each (ROUGE-L,
+    in %). Every column of every score stays in the CSV download."""
+    shown = pd.DataFrame(
+        {
+            "question": full.get("prompt"),
+            "reference answer": full.get("reference"),
+            "base model": full.get("base_answer"),
+            "fine-tuned": full.get("tuned_answer"),
+        }
+    )
+    for side, label in (("base", "base ROUGE-L"), ("tuned", "fine-tuned ROUGE-L")):
+        col = full.get(f"{side}_rougeL")
+        shown[label] = [f"{v:.0%}" for v in col] if col is not None else None
+    return shown
 
 
 # -- run to run ----------------------------------------------------------------------------------------------------
@@ -283,7 +376,7 @@ def curves(
                 "steps": (job.result or {}).get("steps"),
                 "final train loss": round(losses[-1][2], 4) if losses else None,
                 **{
-                    f"{k} (tuned)": round(v, 4)
+                    f"{evaluate.LABELS.get(k, k)} (fine-tuned)": evaluate.fmt_score(v)
                     for k, v in (ev.get("tuned") or {}).items()
                     if isinstance(v, (int, float))
                 },
@@ -312,7 +405,8 @@ def config_diff(runs: list[str] | None, only_differences: bool, ctx: AppContext)
         vals = [value(j, k) for j in jobs]
         if only_differences and len({json.dumps(v, default=str) for v in vals}) == 1:
             continue
-        rows.append({"setting": k, **{j.id: v for j, v in zip(jobs, vals, strict=True)}})
+        label = {"dataset": "Dataset", "preset": "Preset"}.get(k) or LABELS.get(k, k)
+        rows.append({"setting": label, **{j.id: v for j, v in zip(jobs, vals, strict=True)}})
     return pd.DataFrame(rows)
 
 
@@ -366,8 +460,19 @@ def render(ctx: AppContext) -> dict:
         hidden = gr.Textbox(visible=False)
         with gr.Row():
             vote_a, vote_tie, vote_b = gr.Button("A is better"), gr.Button("Tie"), gr.Button("B is better")
-        rates = gr.Dataframe(label="Win rates", interactive=False)
-        rates_plot = gr.BarPlot(x="contestant", y="win rate", y_lim=[0, 1], height=220, buttons=["export"])
+        rates = gr.Dataframe(rates_table(win_rates(ctx)), label="Win rates", interactive=False)
+        rates_now = win_rates(ctx)
+        rates_plot = gr.BarPlot(
+            rates_now,  # typed from the first frame on: the win rate is a quantity, 0 to 100 %
+            visible=len(rates_now) > 0,
+            x="contestant",
+            y="win rate",
+            y_lim=[0, 1],
+            y_axis_format=".0%",
+            height=220,
+            buttons=["export"],
+            elem_id="win-rates",
+        )
     with gr.Accordion("Scores on held-out examples", open=False):
         with gr.Row():
             eval_run = gr.Dropdown(
@@ -376,9 +481,17 @@ def render(ctx: AppContext) -> dict:
             limit = gr.Slider(4, 256, value=32, step=4, label="Examples")
         score = gr.Button("Score (base vs fine-tuned)")
         eval_msg = gr.Markdown()
-        scores = gr.Dataframe(label="Scores", interactive=False)
+        scores = gr.Dataframe(label="Scores", interactive=False, wrap=True)
+        gr.Markdown(
+            "Base model and fine-tuned run answer the same held-out questions, never seen in training. Trust eval "
+            "loss and ROUGE-L first; read a few answers below before believing any one number."
+        )
         examples = gr.Dataframe(
-            label="Per example (click a column header to sort)", interactive=False, wrap=True, max_height=320
+            label="Per example (click a column header to sort; the CSV has every score)",
+            interactive=False,
+            wrap=True,
+            max_height=420,
+            column_widths=["22%", "20%", "22%", "22%", "7%", "7%"],
         )
         examples_csv = gr.File(label="Per-example table (CSV)", interactive=False, height=80)
     with gr.Accordion("Compare runs", open=False):
@@ -429,8 +542,8 @@ def render(ctx: AppContext) -> dict:
 
     def voted(choice: str):
         def fn(h: str):
-            msg, table, cleared = vote(choice, h, ctx)
-            return msg, table, table, cleared
+            msg, rates, cleared = vote(choice, h, ctx)
+            return msg, rates_table(rates), rates_chart(rates), cleared
 
         return fn
 
@@ -445,6 +558,7 @@ def render(ctx: AppContext) -> dict:
         [eval_msg, scores, examples, examples_csv],
         api_name="eval_results",
     )
+    eval_run.change(lambda r: score_limit(r, ctx), eval_run, limit, api_visibility="private")
     pick.change(
         lambda r: curves(r, ctx), pick, [overlay, metrics_table, diff, curves_csv], api_name="compare_runs"
     )

@@ -47,7 +47,19 @@ VALIDATION_CHOICES = [
     ("A separate file", "file"),
     ("None", "none"),
 ]
-DEFAULT_MAX_LENGTH = 1024
+DEFAULT_MAX_LENGTH = 1024  # when the default preset cannot be read
+
+
+def _preset_max_length(ctx: AppContext) -> int:
+    """The default preset's max length, so the Data and Train tabs start on the same number."""
+    from backend.jobs.presets import PresetError, load_preset
+
+    try:
+        return load_preset(ctx.default_preset).config.max_length
+    except (PresetError, ValueError):
+        return DEFAULT_MAX_LENGTH
+
+
 TRAINED_STYLE = "background:#c9f2d4;color:#0b3d1a;border-radius:3px"
 CONTEXT_STYLE = "color:#666"
 BOX = "border:1px solid #ddd;border-radius:6px;padding:10px 12px;background:#fcfcfc"
@@ -153,8 +165,11 @@ def render_example(
     row: Any,
     system_prompt: str | None,
     ctx: AppContext,
+    max_length: float | None = None,
+    over_length: str | None = None,
 ) -> str:
-    """One row of the upload, rendered with the model's chat template; the trained part highlighted."""
+    """One row of the upload, rendered with the model's chat template; the trained part highlighted, and cut at
+    the max length as training will cut it."""
     if not file:
         return ""
     try:
@@ -185,6 +200,8 @@ def render_example(
             norm.frame.iloc[0].to_dict(),
             system_prompt or "",
             f"{p.row_word} {rows[i]}",
+            int(max_length) if max_length else None,
+            over_length or "truncate",
         )
     except DataError as exc:
         return error_md(str(exc))
@@ -192,11 +209,24 @@ def render_example(
         return error_md(unexpected(Path(file).name, exc))
 
 
-def example_html(paths: Paths, model: str, shape: str, row: dict, system_prompt: str, where: str) -> str:
+def example_html(
+    paths: Paths,
+    model: str,
+    shape: str,
+    row: dict,
+    system_prompt: str,
+    where: str,
+    max_length: int | None = None,
+    over_length: str = "truncate",
+) -> str:
+    """One example exactly as trained: past ``max_length`` tokens it is cut (the rest shown struck through) or,
+    with "leave them out", not trained on at all."""
     from backend.data.chatformat import ChatFormat
 
     fmt = ChatFormat.load(model, paths)
-    enc = fmt.encode(shape, row, system_prompt)
+    full = fmt.encode(shape, row, system_prompt)
+    limit = int(max_length or 0)
+    enc, rest = full.cut(limit)
     body = "".join(
         f'<span style="{TRAINED_STYLE if trained else CONTEXT_STYLE}" class="{"td-trained" if trained else "td-context"}">'
         f"{html.escape(piece)}</span>"
@@ -205,13 +235,30 @@ def example_html(paths: Paths, model: str, shape: str, row: dict, system_prompt:
     what = {"prompt_response": "the response", "chat": "every assistant turn", "text": "all of the text"}[
         shape
     ]
+    cut_note = ""
+    if rest and over_length == "drop":
+        body = f'<s style="color:#888">{html.escape(full.text)}</s>'
+        cut_note = (
+            f'<div class="td-cut" style="color:#a40"><b>Left out of training</b>: {full.n_tokens:,} tokens is more '
+            f"than the max length ({limit:,}), and longer examples are set to be left out.</div>"
+        )
+    elif rest:
+        body += f'<s class="td-cut-off" style="color:#999">{html.escape(rest)}</s>'
+        lost = full.n_trained - enc.n_trained
+        cut_note = (
+            f'<div class="td-cut" style="color:#a40"><b>Cut to {limit:,} tokens</b> (the max length): the last '
+            f"{full.n_tokens - limit:,} tokens, struck through, are not trained on"
+            + (f", {lost:,} of them from {what}" if lost else "")
+            + ". Raise the max length to keep them.</div>"
+        )
     return (
         f'<div style="{BOX}" id="td-rendered">'
-        f"<div><b>{html.escape(where)}</b>, as <b>{html.escape(model)}</b> sees it: {enc.n_tokens} tokens, "
-        f"{enc.n_trained} of them trained on ({what}). "
+        f"<div><b>{html.escape(where)}</b>, as <b>{html.escape(model)}</b> sees it: {enc.n_tokens:,} tokens, "
+        f"{enc.n_trained if not (rest and over_length == 'drop') else 0:,} of them trained on ({what}). "
         f'<span style="{TRAINED_STYLE};padding:0 4px">highlighted</span> = what the model learns to write; '
-        f'<span style="{CONTEXT_STYLE}">grey</span> = what it reads first.</div>'
-        f'<pre style="white-space:pre-wrap;word-break:break-word;margin:8px 0 0;font-size:13px">{body}</pre></div>'
+        f'<span style="{CONTEXT_STYLE}">grey</span> = what it reads first.</div>{cut_note}'
+        f'<pre style="white-space:pre-wrap;word-break:break-word;margin:8px 0 0;font-size:13px;max-height:480px;'
+        f'overflow-y:auto">{body}</pre></div>'
     )
 
 
@@ -404,19 +451,25 @@ def _tokens(ctx: AppContext, record: Any, model: str, max_length: int | None, sy
 
 
 def datasets_table(ctx: AppContext) -> pd.DataFrame:
-    rows = [views.dataset_view(d) for d in ctx.store.list_datasets()]
-    cols = [
-        "name",
-        "shape",
-        "rows",
-        "train_rows",
-        "validation_rows",
-        "skipped_rows",
-        "source_file",
-        "created",
-        "id",
-    ]
-    return pd.DataFrame([{c: r[c] for c in cols} for r in rows], columns=cols)
+    """The saved datasets, headed in words (the CLI's `data list --json` keeps the field names)."""
+    columns = {
+        "name": "name",
+        "shape": "kind",
+        "rows": "rows",
+        "train_rows": "for training",
+        "validation_rows": "for validation",
+        "skipped_rows": "left out",
+        "source_file": "from file",
+        "created": "saved",
+        "id": "id",
+    }
+    rows = []
+    for d in ctx.store.list_datasets():
+        v = views.dataset_view(d)
+        v["shape"] = SHAPE_LABELS.get(v["shape"], v["shape"])
+        v["created"] = str(v["created"]).replace("T", " ")[:16]
+        rows.append({label: v[key] for key, label in columns.items()})
+    return pd.DataFrame(rows, columns=list(columns.values()))
 
 
 def dataset_choices(ctx: AppContext) -> list[str]:
@@ -514,11 +567,13 @@ def render(ctx: AppContext) -> dict:
         "works out which, shows you exactly what the model will be trained on, and checks every row before saving."
     )
     with gr.Row():
-        upload = gr.File(label="Your file", file_types=FILE_TYPES, type="filepath", scale=3)
+        upload = gr.File(
+            label="Your file", file_types=FILE_TYPES, type="filepath", scale=3, elem_id="td-upload"
+        )
         with gr.Column(scale=1):
             sample = gr.Button("Use the sample CSV", variant="secondary")
             gr.Markdown(
-                "<small>215 customer-support questions about a (fictional) robot vacuum, and 43 more asked in "
+                "<small>301 customer-support questions about a (fictional) robot vacuum, and 43 more asked in "
                 "other words to check what it learned: try TuneDeck straight away.</small>"
             )
     message = gr.HTML()
@@ -584,7 +639,13 @@ def render(ctx: AppContext) -> dict:
 
     gr.Markdown("### 4. Check and save")
     with gr.Row():
-        max_length = gr.Number(label="Max length (tokens)", value=DEFAULT_MAX_LENGTH, precision=0, minimum=0)
+        max_length = gr.Number(
+            label="Max length (tokens)",
+            value=_preset_max_length(ctx),
+            precision=0,
+            minimum=0,
+            info="For this check and the preview; the Train tab's value is what training uses.",
+        )
         over_length = gr.Radio(OVER_CHOICES, value="truncate", label="Longer examples")
         validation = gr.Radio(VALIDATION_CHOICES, value="auto", label="Validation rows")
         seed = gr.Number(label="Seed", value=42, precision=0)
@@ -594,6 +655,7 @@ def render(ctx: AppContext) -> dict:
     with gr.Row():
         name = gr.Textbox(label="Dataset name", placeholder="e.g. support-replies", scale=3)
         save = gr.Button("Save dataset", variant="primary", scale=1)
+    save_message = gr.HTML(elem_id="td-save-message")  # right under the button, where the person looks
     report = gr.HTML()
 
     gr.Markdown("### Your datasets")
@@ -612,16 +674,42 @@ def render(ctx: AppContext) -> dict:
     details_example = gr.HTML()
 
     mapping = [prompt_col, response_col, system_col, context_col, messages_col, text_col]
-    example_inputs = [upload, sheet, shape, *mapping, model, example_row, system_prompt]
+    example_inputs = [
+        upload,
+        sheet,
+        shape,
+        *mapping,
+        model,
+        example_row,
+        system_prompt,
+        max_length,
+        over_length,
+    ]
 
     def show_example(
-        file, sheet_, shape_, prompt, response, system, context, messages, text, model_, row, sys_p
+        file, sheet_, shape_, prompt, response, system, context, messages, text, model_, row, sys_p, mx, over
     ):
         return render_example(
-            file, sheet_, shape_, prompt, response, system, context, messages, text, model_, row, sys_p, ctx
+            file,
+            sheet_,
+            shape_,
+            prompt,
+            response,
+            system,
+            context,
+            messages,
+            text,
+            model_,
+            row,
+            sys_p,
+            ctx,
+            mx,
+            over,
         )
 
     preview_outs = [message, preview, shape, *mapping, sheet, name, example_row]
+    # A new file: the last save's message and report belong to another file, so they go.
+    upload.change(lambda: ("", ""), None, [save_message, report], api_visibility="private")
     upload.change(preview_file, upload, preview_outs, api_name="preview_file").then(
         show_example, example_inputs, rendered, api_name="render_example"
     )
@@ -631,7 +719,7 @@ def render(ctx: AppContext) -> dict:
     shape.input(change_shape, [upload, sheet, shape], mapping, api_name="change_shape").then(
         show_example, example_inputs, rendered, api_visibility="private"
     )
-    for widget in (*mapping, model, example_row):
+    for widget in (*mapping, model, example_row, max_length, over_length):
         widget.input(show_example, example_inputs, rendered, api_visibility="private")
     system_prompt.submit(show_example, example_inputs, rendered, api_visibility="private")
     validation.change(
@@ -702,6 +790,7 @@ def render(ctx: AppContext) -> dict:
     return {
         "table": table,
         "message": message,
+        "save_message": save_message,
         "save": save,
         "save_inputs": [
             upload,
@@ -737,7 +826,7 @@ def wire(data: dict, train_dataset: gr.Dropdown, ctx: AppContext) -> None:
     data["save"].click(
         data["save_handler"],
         data["save_inputs"],
-        [data["message"], data["table"], train_dataset, data["report"]],
+        [data["save_message"], data["table"], train_dataset, data["report"]],
         api_name="save_dataset",
     ).then(lambda: gr.update(choices=dataset_choices(ctx)), None, data["chosen"], api_visibility="private")
     button, inputs = data["rename"]

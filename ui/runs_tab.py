@@ -65,13 +65,25 @@ def loss_points(store, job_id: str) -> pd.DataFrame:
 
 
 def job_charts(job_id: str | None, ctx: AppContext) -> list:
-    """The side charts of one job; a chart with nothing to show (peak GPU memory on a CPU) is hidden."""
+    """The side charts of one job. A chart shows once it has two points: with none Vega draws an empty frame
+    ("Infinite extent"), with one an axis of six decimals; peak GPU memory never shows on a CPU."""
     out = []
     for name, _ in SIDE_CHARTS:
         points = ctx.store.metrics(job_id, name) if job_id else []
         frame = pd.DataFrame({"step": [s for s, _, _ in points], "value": [v for _, _, v in points]})
-        out.append(gr.update(value=frame, visible=bool(points) or name != "peak_gpu_gb"))
+        out.append(gr.update(value=frame, visible=len(points) >= 2))
     return out
+
+
+def job_buttons(job_id: str | None, ctx: AppContext) -> tuple[dict, dict]:
+    """Cancel only for a run that is queued or running (and not already cancelling); Resume only for one that
+    stopped with a checkpoint to continue from."""
+    job = ctx.store.get_job(job_id) if job_id else None
+    if job is None:
+        return gr.update(interactive=False), gr.update(interactive=False)
+    v = views.job_view(ctx.store, job)
+    can_cancel = not job.status.is_terminal and not job.cancel_requested
+    return gr.update(interactive=can_cancel), gr.update(interactive=bool(v["resumable"]))
 
 
 def job_panel(job_id: str | None, ctx: AppContext) -> tuple[str, pd.DataFrame, str]:
@@ -163,12 +175,13 @@ def refresh(selected: str | None, ctx: AppContext):
             loss,
             log,
             *job_charts(selected, ctx),
+            *job_buttons(selected, ctx),
         )
     except Exception as exc:  # noqa: BLE001 - the page must keep refreshing whatever the store says
         from backend.errors import explain
 
         problem = ctx.manager.problem or f"TuneDeck cannot read its job database right now: {explain(exc)}"
-        return (error_md(problem), *(gr.update() for _ in range(5 + len(SIDE_CHARTS))))
+        return (error_md(problem), *(gr.update() for _ in range(7 + len(SIDE_CHARTS))))
 
 
 def render(ctx: AppContext) -> dict:
@@ -179,8 +192,8 @@ def render(ctx: AppContext) -> dict:
         job = gr.Dropdown(
             label="Run", choices=job_choices(ctx), interactive=True, scale=3, allow_custom_value=True
         )  # runs made after the page loaded (the handlers check ids)
-        cancel = gr.Button("Cancel this run", variant="stop", scale=1)
-        resume = gr.Button("Resume from last checkpoint", scale=1)
+        cancel = gr.Button("Cancel this run", variant="stop", scale=1, interactive=False)
+        resume = gr.Button("Resume where it stopped", scale=1, interactive=False)
     message = gr.Markdown()
     summary = gr.Markdown(elem_id="run-summary")
     chart = gr.LinePlot(
@@ -218,12 +231,15 @@ def render(ctx: AppContext) -> dict:
     )
     resumed = gr.Textbox(visible=False)
 
-    outs = [problem, table, job, summary, chart, log, *side]
+    outs = [problem, table, job, summary, chart, log, *side, cancel, resume]
     timer.tick(lambda s: refresh(s, ctx), job, outs, api_visibility="private", show_progress="hidden")
     job.change(
         lambda j: job_panel(j, ctx), job, [summary, chart, log], api_name="job_detail", show_progress="hidden"
     )
     job.change(lambda j: job_charts(j, ctx), job, side, api_visibility="private", show_progress="hidden")
+    job.change(
+        lambda j: job_buttons(j, ctx), job, [cancel, resume], api_visibility="private", show_progress="hidden"
+    )
     cancel.click(lambda j: cancel_job(j, ctx), job, message, api_name="cancel_job")
     resume.click(lambda j: resume_job(j, ctx), job, [message, resumed], api_name="resume_job").then(
         lambda new: gr.update(choices=job_choices(ctx), value=new) if new else gr.update(),

@@ -5,6 +5,8 @@ Every action here is also a CLI command (``tunedeck demo``, ``tunedeck export``,
 
 from __future__ import annotations
 
+import html
+
 import gradio as gr
 import pandas as pd
 
@@ -22,6 +24,15 @@ def shareable_runs(ctx: AppContext) -> list[str]:
     ]
 
 
+def on_open(current: str | None, seen: str | None, ctx: AppContext) -> tuple[dict, pd.DataFrame, str | None]:
+    """Share opened: fresh choices with the run just trained selected (ui.follow), and the running demos."""
+    from ui.follow import follow
+
+    runs = shareable_runs(ctx)
+    newest = runs[0] if runs else None
+    return gr.update(choices=runs, value=follow(current, runs, newest, seen)), demos_table(ctx), newest
+
+
 def demos_table(ctx: AppContext) -> pd.DataFrame:
     rows = [
         {"run": d["run_id"], "local URL": d["local_url"], "public link": d["share_url"] or "(none)"}
@@ -30,15 +41,26 @@ def demos_table(ctx: AppContext) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["run", "local URL", "public link"])
 
 
-def publish_demo(run: str | None, password: str, share: bool, ctx: AppContext) -> tuple[str, pd.DataFrame]:
+def publish_demo(run: str | None, password: str, share: bool, ctx: AppContext):
+    """Start a demo of the run. Yields (message, demos table): first that it is starting (loading the model takes
+    a while), then its address as a link, and the password when one was generated."""
     if not run:
-        return error_md("Pick a finished run first."), demos_table(ctx)
+        yield error_md("Pick a finished run first."), demos_table(ctx)
+        return
+    yield (
+        ok_md(f"Starting the demo of **{run}**: its own process loads the model (about 10-30 s)…"),
+        demos_table(ctx),
+    )
     try:
         info = demo.start_demo(ctx.store, ctx.paths, run, password=(password or None), share=bool(share))
     except (demo.DemoError, export.ExportError) as exc:
-        return error_md(str(exc)), demos_table(ctx)
-    text = info.summary().replace(info.local_url, f"**{info.local_url}**")
-    return ok_md(text), demos_table(ctx)
+        yield error_md(str(exc)), demos_table(ctx)
+        return
+    text = ok_md(info.summary())
+    for url in filter(None, (info.local_url, info.share_url)):
+        shown = html.escape(url)
+        text = text.replace(shown, f'<a href="{shown}" target="_blank" rel="noopener"><b>{shown}</b></a>')
+    yield text, demos_table(ctx)
 
 
 def stop_demo(run: str | None, ctx: AppContext) -> tuple[str, pd.DataFrame]:
@@ -146,8 +168,12 @@ def render(ctx: AppContext) -> dict:
         [run, demos],
         api_name="shareable_runs",
     )
+
+    def publish_fn(r, p, s):
+        yield from publish_demo(r, p, s, ctx)
+
     publish.click(
-        lambda r, p, s: publish_demo(r, p, s, ctx),
+        publish_fn,
         [run, password, share],
         [demo_msg, demos],
         api_name="publish_demo",

@@ -8,11 +8,13 @@ estimated peak GPU memory and time per epoch (``Manager.fit_report``, torch-free
 
 from __future__ import annotations
 
+import re
 import typing
 from typing import Any
 
 import gradio as gr
 
+from backend.errors import TuneDeckError, explain
 from backend.jobs.config import ConfigError, RunConfig
 from backend.jobs.presets import PresetError, list_presets, load_preset
 from backend.models.registry import BUILTINS, TINY_DESCRIPTION, TINY_MODEL
@@ -57,14 +59,72 @@ ADVANCED = (
 )
 FIELDS = BASIC + ADVANCED
 
+# What people call each setting. The config keeps its field names (the CLI, YAML presets and the API use them);
+# the page says these instead, in labels, help texts and messages (``in_words``).
+LABELS = {
+    "base_model": "Base model",
+    "method": "Method (LoRA, or 4-bit QLoRA)",
+    "max_steps": "Training steps (-1: use passes)",
+    "num_epochs": "Passes over the data",
+    "learning_rate": "Learning rate",
+    "lora_r": "Adapter size (rank)",
+    "max_length": "Longest example (tokens)",
+    "batch_size": "Examples per step",
+    "grad_accum": "Steps to add up before an update",
+    "gradient_checkpointing": "Save memory by recomputing (slower)",
+    "optimizer": "Optimizer",
+    "lora_alpha": "Adapter scale (alpha)",
+    "lora_layers": "Adapters on the last N blocks (0: all)",
+    "lora_dropout": "Adapter dropout",
+    "target_modules": "Layers that get adapters",
+    "use_dora": "DoRA adapters",
+    "use_rslora": "rsLoRA scaling",
+    "batching": "How examples share a batch",
+    "lr_scheduler": "Learning-rate schedule",
+    "warmup_ratio": "Warm-up (share of steps)",
+    "logging_steps": "Record the loss every N steps",
+    "save_steps": "Save a checkpoint every N steps",
+    "eval_steps": "Validate every N steps (0: about 10 times)",
+    "oom_retry": "Retry with a smaller batch if out of GPU memory",
+    "score_examples": "Held-out examples to score at the end",
+    "trust_remote_code": "Run the model's own code",
+    "system_prompt": "System prompt",
+    "seed": "Random seed",
+    "device": "Train on",
+    "precision": "Number format",
+    "num_devices": "GPUs to use",
+    "multi_device": "With several GPUs",
+}
+# Choices shown in words; the value the config gets stays the same ("padding_free" shows as "padding free").
+CHOICE_LABELS = {
+    "lora": "LoRA",
+    "qlora": "QLoRA (base in 4-bit)",
+    "cpu": "CPU",
+    "cuda": "NVIDIA GPU (CUDA)",
+    "mps": "Apple GPU (MPS)",
+    "fp32": "fp32 (exact, slowest)",
+    "ddp": "a copy on each GPU (DDP)",
+    "fsdp": "split across GPUs (FSDP)",
+}
+# Only the snake_case names: "device", "seed" or "method" are also plain words of the help texts.
+_NAMES = re.compile(
+    r"\b(" + "|".join(sorted((n for n in LABELS if "_" in n), key=len, reverse=True)) + r")\b"
+)
+
+
+def in_words(text: str) -> str:
+    """A help text or message with each setting's field name (``max_steps``) replaced by its label."""
+    return _NAMES.sub(lambda m: f"“{LABELS[m.group(1)]}”", text)
+
 
 def widget_for(name: str) -> gr.components.Component:
-    """A widget for one RunConfig field, labelled with its name and its help text."""
+    """A widget for one RunConfig field, labelled as people say it, with its help text."""
     field = RunConfig.model_fields[name]
-    label, info = name.replace("_", " "), field.description
+    label, info = LABELS[name], in_words(field.description or "")
     ann = field.annotation
     if typing.get_origin(ann) is typing.Literal:
-        return gr.Dropdown(label=label, info=info, choices=list(typing.get_args(ann)), interactive=True)
+        choices = [(CHOICE_LABELS.get(v, str(v).replace("_", " ")), v) for v in typing.get_args(ann)]
+        return gr.Dropdown(label=label, info=info, choices=choices, interactive=True)
     if ann is bool:
         return gr.Checkbox(label=label, info=info)
     if ann is int:
@@ -109,14 +169,33 @@ def submit_job(dataset: str | None, preset: str, *values: Any, ctx: AppContext) 
     try:
         config = widget_config(preset, values)
         job = ctx.manager.submit(dataset, config, preset=preset)
-    except PresetError as exc:
-        return error_md(str(exc)), None
     except ConfigError as exc:
-        n = len(exc.problems)
-        return error_md(f"{n} setting{'s' if n > 1 else ''} to fix before training:\n" + str(exc)), None
+        return error_md(problems_text(exc)), None
+    except (
+        TuneDeckError,
+        OSError,
+    ) as exc:  # a preset that does not load, a data directory that cannot be written
+        return error_md(explain(exc)), None
     return ok_md(
         f"Queued **{job.id}**. Follow it in the **Runs** tab; you can close this page, it keeps training."
     ), job.id
+
+
+def problems_text(exc: ConfigError) -> str:
+    n = len(exc.problems)
+    return f"{n} setting{'s' if n > 1 else ''} to fix before training:\n" + in_words(str(exc))
+
+
+def check_settings(dataset: str | None, preset: str, *values: Any, ctx: AppContext) -> tuple[str, str]:
+    """(estimate, message) after any change: the estimate for these settings, and under Train what is wrong with
+    them now, or nothing, so that no message of an earlier press or value stays on the page."""
+    try:
+        widget_config(preset, values)
+    except ConfigError as exc:
+        return "", error_md(problems_text(exc))
+    except PresetError as exc:
+        return "", error_md(str(exc))
+    return estimate_text(dataset, preset, *values, ctx=ctx), ""
 
 
 def estimate_text(dataset: str | None, preset: str, *values: Any, ctx: AppContext) -> str:
@@ -198,9 +277,9 @@ def render(ctx: AppContext) -> dict:
         triggers += [w.blur, w.submit] if isinstance(w, gr.Textbox) else [w.change]
     gr.on(
         triggers,
-        lambda d, p, *v: estimate_text(d, p, *v, ctx=ctx),
+        lambda d, p, *v: check_settings(d, p, *v, ctx=ctx),
         [dataset, preset, *ordered],
-        fit,
+        [fit, message],
         api_visibility="private",
         show_progress="hidden",
         trigger_mode="always_last",

@@ -54,6 +54,17 @@ class Encoded:
         """Tokens before the first trained one: what must fit in max_length for any response to be learned."""
         return next((i for i, t in enumerate(self.trained) if t), len(self.ids))
 
+    def cut(self, max_length: int) -> tuple[Encoded, str]:
+        """(the first ``max_length`` tokens, the text after them): what training keeps of a longer example (TRL
+        keeps the start), and what it leaves out."""
+        if max_length <= 0 or self.n_tokens <= max_length:
+            return self, ""
+        end = self.offsets[max_length - 1][1] if self.offsets else len(self.text)
+        kept = Encoded(
+            self.text[:end], self.ids[:max_length], self.trained[:max_length], self.offsets[:max_length]
+        )
+        return kept, self.text[end:]
+
     def segments(self) -> list[tuple[str, bool]]:
         """The text cut into runs of (text, trained), following the tokens' character offsets."""
         if not self.offsets:

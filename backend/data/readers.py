@@ -225,12 +225,33 @@ def _open_csv(path: Path, name: str) -> Table:
     except (pd.errors.EmptyDataError, pd.errors.ParserError):
         header = []
     columns = unique_names(str(c).strip() for c in header)
+    _refuse_data_as_header(columns, name)
     table = Table(path, name, "csv", columns, encoding=encoding, delimiter=delimiter)
     if encoding == "cp1252":
         table.notes.append("read as Windows-1252 text (an Excel export), not UTF-8")
     elif encoding == "utf-16":
         table.notes.append("read as UTF-16 text (Excel's 'Unicode Text')")
     return table
+
+
+def _looks_like_number(text: str) -> bool:
+    try:
+        float(text.replace(",", ""))
+    except ValueError:
+        return False
+    return True
+
+
+def _refuse_data_as_header(columns: list[str], name: str) -> None:
+    """A first row of numbers is data, not column names (``1,2,3`` then ``4,5,6``): taken as a header it would name
+    the columns "1", "2", "3" and lose that row without a word."""
+    if columns and all(c and _looks_like_number(c) for c in columns):
+        shown = ", ".join(columns[:5]) + (", ..." if len(columns) > 5 else "")
+        raise DataError(
+            f"{name}: the first row ({shown}) looks like data, not column names, so TuneDeck cannot tell which "
+            "column is the prompt and which the response. Fix: add a first row that names the columns, e.g. "
+            "prompt,response, and upload the file again."
+        )
 
 
 def _refuse_binary(raw: bytes, name: str) -> None:
@@ -489,6 +510,7 @@ def _open_xlsx(path: Path, name: str, sheet: str | None) -> Table:
             f"{name}: the sheet {chosen!r} is empty. Fix: put a header row in row 1 and examples below it"
             + (f", or pick another sheet ({', '.join(map(repr, sheets))})." if len(sheets) > 1 else ".")
         )
+    _refuse_data_as_header(header, name)
     columns = unique_names(h or f"column {_letters(i)}" for i, h in enumerate(header))
     return Table(path, name, "xlsx", columns, sheet=chosen, sheets=sheets)
 

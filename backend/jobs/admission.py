@@ -82,10 +82,15 @@ class Admission:
             cpu = self.cpu_estimate(record, config) if record else None
             if cpu is not None:
                 return cpu.fits, self._cpu_lines(cpu, shape, config)
+            if record is None:
+                return True, (
+                    "No NVIDIA GPU here: it will train on the CPU. Choose a dataset above to see how long it will "
+                    "take and how much memory it needs."
+                )
             need = estimate.memory(shape, config, seq_len=seq)
             lines.append(
                 f"No NVIDIA GPU here: it will train on the CPU. On a GPU it would need about "
-                f"{need.total:.1f} GB ({need.summary()})."
+                f"{need.summary()}."
             )
         if stats:
             kind = "cuda" if gpus else "cpu"
@@ -102,10 +107,15 @@ class Admission:
                 per_step = config.batch_size * config.grad_accum * max(config.num_devices, 1)
                 steps = config.max_steps if config.max_steps > 0 else _steps_per_epoch(config, rows)
                 epochs = steps * per_step / rows if config.max_steps > 0 else config.num_epochs
+                scoring = (
+                    f", then scoring {config.score_examples} held-out examples"
+                    if config.score_examples
+                    else ""
+                )
                 lines.append(
-                    f"About {_duration(secs * epochs)} for the run: {steps} steps, {epochs:.3g} epochs of "
-                    f"{rows} examples ({stats.tokens_per_epoch:,} tokens) on the "
-                    f"{'GPU' if gpus else 'CPU'}. A rough figure; the Runs tab shows the real pace."
+                    f"Training alone: about {_duration(secs * epochs)} ({steps} steps, {epochs:.3g} epochs of "
+                    f"{rows} examples, {stats.tokens_per_epoch:,} tokens) on the {'GPU' if gpus else 'CPU'}, "
+                    f"plus loading the model{scoring}. A rough figure; the Runs tab shows the real pace."
                 )
         return fits, "  \n".join(lines)
 

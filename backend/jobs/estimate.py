@@ -188,9 +188,16 @@ class Memory:
 
     def summary(self) -> str:
         return (
-            f"{self.total:.1f} GB: weights {self.weights:.1f}, adapter and optimizer {self.adapter:.2f}, "
-            f"activations {self.activations:.1f}, logits {self.logits:.2f}, CUDA overhead {self.overhead:.1f}"
+            f"{size(self.total)}: weights {size(self.weights)}, adapter and optimizer {size(self.adapter)}, "
+            f"activations {size(self.activations)}, logits {size(self.logits)}, CUDA overhead {size(self.overhead)}"
         )
+
+
+def size(gb: float) -> str:
+    """A memory size with its unit: "12 MB", "1.4 GB" (never a bare "0.00")."""
+    if gb < 1:
+        return f"{max(gb * 1024, 1):.0f} MB"
+    return f"{gb:.1f} GB"
 
 
 def _adapted_blocks(shape: ModelShape, cfg: RunConfig) -> int:

@@ -26,6 +26,7 @@ from backend.settings import Paths
 
 METRICS = ("eval_loss", "perplexity", "rougeL", "bleu", "chrf", "exact_match")
 DEFAULT_LIMIT = 64
+PROGRESS_PREFIX = "scored "  # `tunedeck eval` prints "scored 8 of 32 answers" lines on stderr as it goes
 SCORE_BATCH = 8  # answers generated together: on 2 CPU cores a batch of 8 costs ~2x one answer, not 8x
 
 
@@ -51,12 +52,15 @@ class EvalResult:
         ]
         for m in METRICS:
             b, t = self.base.get(m), self.tuned.get(m)
-            rows.append(f"{m:<12} {_fmt(b):>10} {_fmt(t):>11}")
+            rows.append(f"{m:<12} {fmt_score(b):>10} {fmt_score(t):>11}")
         return "\n".join(rows)
 
 
-def _fmt(v: float | None) -> str:
-    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"
+def fmt_score(v: float | None) -> str:
+    """A score as people read it: 0.473, 12.6, 12,260 (never 1.226e+04)."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}"
 
 
 # -- pure scoring ------------------------------------------------------------------------------------------------
@@ -199,8 +203,10 @@ def evaluate_run(
     limit: int = DEFAULT_LIMIT,
     max_new_tokens: int = 128,
     pool: Any = None,
+    on_progress: Any = None,
 ) -> EvalResult:
-    """Score a finished run (``tunedeck eval``, the Compare tab): loads its base model and adapter."""
+    """Score a finished run (``tunedeck eval``, the Compare tab): loads its base model and adapter.
+    ``on_progress(done, total)`` hears how many answers (base and fine-tuned) are written so far."""
     from backend.serving.generate import ModelPool
 
     job = store.get_job(run_id)
@@ -210,7 +216,9 @@ def evaluate_run(
     if not adapter:
         raise EvalError(f"{run_id} has no adapter to evaluate (status {job.status.value}).")
     if pool is not None:  # the caller's models, already loaded where it decided
-        return score(store, job, adapter, pool, limit=limit, max_new_tokens=max_new_tokens)
+        return score(
+            store, job, adapter, pool, limit=limit, max_new_tokens=max_new_tokens, on_progress=on_progress
+        )
     # Scoring loads the base and answers every example twice: it waits its turn while a job trains, as chat does
     # on a GPU (one owner of the accelerator), and says so.
     import os
@@ -228,7 +236,15 @@ def evaluate_run(
 
     accelerator.wait_for_turn(holder, 0.0, notify=notify)
     try:
-        return score(store, job, adapter, ModelPool(paths), limit=limit, max_new_tokens=max_new_tokens)
+        return score(
+            store,
+            job,
+            adapter,
+            ModelPool(paths),
+            limit=limit,
+            max_new_tokens=max_new_tokens,
+            on_progress=on_progress,
+        )
     finally:
         accelerator.release(holder)
 
@@ -334,6 +350,16 @@ LABELS = {
     "chrf": "chrF ↑",
     "exact_match": "exact match ↑",
 }
+# What each score measures, and what to trust it for: shown beside every scores table.
+ABOUT = {
+    "eval_loss": "how surprised the model is by the reference answers; the most sensitive sign of learning",
+    "perplexity": "the same as eval loss, as e to its power",
+    "rougeL": "0-1: the longest run of words the answer shares with the reference, in order; good for facts",
+    "bleu": "0-100: shared runs of 1-4 words; strict, low for answers worded differently but right",
+    "chrf": "0-100: shared letter sequences; forgiving of word forms, and it can drop when answers get shorter "
+    "and more to the point even as they get better",
+    "exact_match": "0-1: the share of answers identical to the reference; only for short fixed answers",
+}
 
 
 def scores_markdown(data: dict[str, Any]) -> str:
@@ -346,7 +372,9 @@ def scores_markdown(data: dict[str, Any]) -> str:
         "|---|---:|---:|",
     ]
     for m in METRICS:
-        lines.append(f"| {LABELS[m]} | {_fmt(data['base'].get(m))} | {_fmt(data['tuned'].get(m))} |")
+        lines.append(
+            f"| {LABELS[m]} | {fmt_score(data['base'].get(m))} | {fmt_score(data['tuned'].get(m))} |"
+        )
     return "\n".join(lines)
 
 
