@@ -360,8 +360,11 @@ CPU_PROCESS_GB = (
 )
 CPU_ACTIVATION_FACTOR = 2.64  # autograd's saved tensors and TRL's logit tiles on a CPU vs the GPU formula
 # Batches of varying lengths leave the allocator holding blocks of many sizes: the sample support data (longest
-# example 1.36x the mean) peaked 0.9 GB above the same model on equal-length rows (fitted to that journey run).
-CPU_SPREAD_FACTOR = 1.5
+# example 1.36x the mean) peaked 0.9 GB above the same model on equal-length rows (fitted to that journey run). The
+# extra saturates (spread / (1 + spread)): it is blocks of the longest batch's sizes kept around, not one more batch
+# per multiple of the mean; a linear term said 41 GB for skewed data (longest 12x the mean) that bench_train runs
+# in a few GB.
+CPU_SPREAD_FACTOR = 2.04
 CPU_GFLOPS = {
     "fp32": 30.0,
     "bf16": 42.7,
@@ -421,7 +424,7 @@ def cpu_memory_gb(
     adapter = gpu_like.lora_params * 16
     seq = min(seq_len or cfg.max_length, cfg.max_length)
     spread = max(seq / mean_len - 1, 0.0) if mean_len else 0.0
-    factor = CPU_ACTIVATION_FACTOR * (1 + CPU_SPREAD_FACTOR * spread)
+    factor = CPU_ACTIVATION_FACTOR * (1 + CPU_SPREAD_FACTOR * spread / (1 + spread))
     return CPU_PROCESS_GB + (weight_bytes + adapter) / GB + (gpu_like.activations + gpu_like.logits) * factor
 
 
