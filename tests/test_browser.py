@@ -80,6 +80,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory, tiny_model_build: Path, st
             run = re.search(r"run-[\w-]+", summary.inner_text()).group(0)
         yield Trained(app, run)
     finally:
+        from backend.serving import demo
+
+        for running in demo.list_demos(Paths.from_env(home)):  # demos outlive the app: stop any a test left
+            demo.stop_demo(Paths.from_env(home), running["run_id"])
         app.close()
 
 
