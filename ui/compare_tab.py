@@ -297,20 +297,13 @@ def show_eval(run: str | None, ctx: AppContext):
 
 
 def score_limit(run: str | None, ctx: AppContext) -> dict:
-    """The Examples slider goes up to the number of held-out rows there are (its validation rows; without a split,
-    scoring samples training rows): no "32" offered where only 16 exist."""
-    from backend.jobs import views
-
+    """The Examples slider goes up to the held-out examples there are (``evaluate.held_out_count``): no "32"
+    offered where only 16 exist."""
     job = ctx.store.get_job(run) if run else None
-    record = ctx.store.get_dataset(job.dataset_id) if job else None
-    if record is None:
-        return gr.update()
-    view = views.dataset_view(record)
-    n = int(view["validation_rows"] or view["train_rows"] or 0)
+    n = min(evaluate.held_out_count(ctx.store, job), 256) if job else 0
     if n <= 0:
         return gr.update()
-    most = min(n, 256)
-    return gr.update(minimum=1, maximum=most, value=min(32, most), step=1)
+    return gr.update(minimum=1, maximum=n, value=min(32, n), step=1)
 
 
 def example_rows(full: pd.DataFrame) -> pd.DataFrame:

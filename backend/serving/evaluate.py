@@ -111,6 +111,16 @@ def corpus_scores(predictions: list[str], references: list[str]) -> dict[str, fl
 # -- the examples ------------------------------------------------------------------------------------------------
 
 
+def held_out_count(store: Store, job: JobRecord) -> int:
+    """How many examples ``held_out_examples`` can draw from for this run, without reading the data: the dataset's
+    validation rows, else all its rows (0 when the dataset is gone)."""
+    record = store.get_dataset(job.dataset_id)
+    if record is None:
+        return 0
+    validation = int((record.info.get("report") or {}).get("validation_rows") or 0)
+    return validation or record.n_rows
+
+
 def held_out_examples(
     store: Store, job: JobRecord, limit: int = DEFAULT_LIMIT, seed: int = 0
 ) -> tuple[list[tuple[list[dict[str, str]], str]], str]:
