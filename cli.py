@@ -356,6 +356,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     from backend.serving import export
 
     paths, store, _ = _ctx()
+    if args.quant and not args.gguf:
+        raise export.ExportError(
+            "--quant goes with --gguf. Fix: `tunedeck export RUN --gguf --quant q8_0 --to DIR`."
+        )
+    if args.gguf:
+        return _export_gguf(args, store, paths)
     if args.merged:
         from backend.logs import quiet_hf
 
@@ -373,6 +379,42 @@ def cmd_export(args: argparse.Namespace) -> int:
         f"Exported the {label} of {args.run} to {out.folder}"
         + (f" (and {out.zip_path})" if out.zip_path else ""),
     )
+    return 0
+
+
+def _export_gguf(args: argparse.Namespace, store, paths) -> int:
+    from backend.serving import gguf_export
+
+    gguf_export.plan(
+        store, paths, args.run, args.to, args.quant or "q8_0", args.pre_tokenizer
+    )  # before torch
+    from backend.logs import quiet_hf
+
+    quiet_hf()
+    out = gguf_export.export_gguf(
+        store,
+        paths,
+        args.run,
+        args.to,
+        args.quant or "q8_0",
+        check_answers=True if args.check_answers else None,
+        pre_tokenizer=args.pre_tokenizer,
+    )
+    same = sum(a["identical"] for a in out.answers)
+    text = [
+        f"Exported {args.run} as {out.gguf.name} ({out.size_bytes / 2**20:.0f} MB, {out.seconds:.0f} s) in {out.folder}",
+        "Template: "
+        + (
+            "identical in training, chat, the GGUF and the Modelfile"
+            if not out.template_differences
+            else f"{len(out.template_differences)} differences (see {out.folder / 'check.json'})"
+        ),
+    ]
+    if out.answers:
+        text.append(f"Answers: {same} of {len(out.answers)} identical between llama.cpp and transformers")
+    text += out.notes
+    text.append(f"Ollama: cd {out.folder} && ollama create {args.run.lower()} -f Modelfile")
+    _out(args, out.view(), "\n".join(text))
     return 0
 
 
@@ -621,7 +663,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_generate)
 
     e = sub.add_parser(
-        "export", parents=[common], help="export a run's adapter (zip + model card) or merged model"
+        "export", parents=[common], help="export a run's adapter (zip + model card), merged model, or GGUF"
     )
     e.add_argument("run")
     e.add_argument("--to", required=True, metavar="DIR")
@@ -631,6 +673,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     kind.add_argument(
         "--space", action="store_true", help="a Hugging Face Space bundle (app.py, requirements.txt)"
+    )
+    kind.add_argument(
+        "--gguf",
+        action="store_true",
+        help="one GGUF file for llama.cpp / Ollama / LM Studio, with a Modelfile",
+    )
+    e.add_argument(
+        "--quant", metavar="TYPE", help="the GGUF's number format: f16, bf16, q8_0 (default) or q4_k_m"
+    )
+    e.add_argument(
+        "--pre-tokenizer",
+        metavar="NAME",
+        help="for a tokenizer llama.cpp's converter does not recognize: how it splits text (e.g. qwen2, llama-bpe)",
+    )
+    e.add_argument(
+        "--check-answers",
+        action="store_true",
+        help="compare llama.cpp's answers with transformers' even for a model over 2 B parameters (slow on a CPU)",
     )
     e.set_defaults(func=cmd_export)
     pu = sub.add_parser(

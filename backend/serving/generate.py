@@ -22,6 +22,22 @@ class Loaded:
     tokenizer: Any
     base_model: str
     adapter_dir: str | None
+    # The system prompt the run was trained with: used when a conversation brings none, as training did.
+    system_prompt: str = ""
+
+
+def with_system(messages: list[dict[str, str]], system_prompt: str) -> list[dict[str, str]]:
+    """``messages`` with ``system_prompt`` first when they have no system message (the rule training follows)."""
+    if system_prompt and (not messages or messages[0]["role"] != "system"):
+        return [{"role": "system", "content": system_prompt}, *messages]
+    return messages
+
+
+def prompt_text(loaded: Loaded, messages: list[dict[str, str]]) -> str:
+    """The exact text the model is prompted with for ``messages`` (chat template, generation prompt)."""
+    return loaded.tokenizer.apply_chat_template(
+        with_system(messages, loaded.system_prompt), add_generation_prompt=True, tokenize=False
+    )
 
 
 def inference_dtype(adapter_dir: str | None, device: str = "auto") -> str:
@@ -66,12 +82,18 @@ def load(
         model = PeftModel.from_pretrained(model, adapter_dir)
     model.to(caps.kind if caps.kind != "cpu" else "cpu")
     model.eval()
-    return Loaded(model, tokenizer, base_model, adapter_dir)
+    from backend.models import runcard
+
+    system = runcard.read(adapter_dir).get("config", {}).get("system_prompt") or ""
+    return Loaded(model, tokenizer, base_model, adapter_dir, system)
 
 
 def _inputs(loaded: Loaded, messages: list[dict[str, str]]) -> Any:
     enc = loaded.tokenizer.apply_chat_template(
-        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        with_system(messages, loaded.system_prompt),
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
     )
     return {k: v.to(loaded.model.device) for k, v in enc.items()}
 
@@ -150,7 +172,11 @@ def generate_batch(
     tok.padding_side = "left"  # generation appends on the right, so prompts must end at the same column
     try:
         enc = tok.apply_chat_template(
-            conversations, add_generation_prompt=True, return_tensors="pt", return_dict=True, padding=True
+            [with_system(c, loaded.system_prompt) for c in conversations],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+            padding=True,
         )
     finally:
         tok.padding_side = side

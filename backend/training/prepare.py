@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backend.data.chatformat import common_prefix
+
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 2  # bump when the tokenization below changes (2: a "length" column)
@@ -94,14 +96,6 @@ def mask_template(tokenizer: Any) -> tuple[str | None, str]:
 # -- tokenizing ----------------------------------------------------------------------------------------------------
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
-
-
 def _encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
     return tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
 
@@ -118,7 +112,7 @@ def tokenize(
         ids_p, ids = _encode(tokenizer, prompt_text), _encode(tokenizer, full_text)
         labels = []
         for p, f in zip(ids_p, ids, strict=True):
-            k = _common_prefix(p, f)
+            k = common_prefix(p, f)
             labels.append([-100] * k + f[k:])
         return ids, labels, "completion only (prompt/completion)"
     if "messages" in columns:
@@ -161,8 +155,8 @@ def _assistant_by_prefix(convs: list[list[dict]], tokenizer: Any) -> tuple[list,
                 [tokenizer.apply_chat_template(conv[:j], tokenize=False, add_generation_prompt=True)],
             )[0]
             through = _encode(tokenizer, [tokenizer.apply_chat_template(conv[: j + 1], tokenize=False)])[0]
-            start = _common_prefix(before, ids[n])
-            end = _common_prefix(through, ids[n])
+            start = common_prefix(before, ids[n])
+            end = common_prefix(through, ids[n])
             labels[n][start:end] = ids[n][start:end]
     return ids, labels
 

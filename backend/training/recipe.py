@@ -607,7 +607,9 @@ class Recipe:
             return
         model = self.trainer.model
         model.eval()
-        loaded = Loaded(model, self.tokenizer, self.cfg.base_model, result.adapter_dir)
+        loaded = Loaded(
+            model, self.tokenizer, self.cfg.base_model, result.adapter_dir, self.cfg.system_prompt
+        )
 
         class TrainedModel:  # what evaluate.score asks of a model pool
             def use(self, base_model: str, adapter_dir: str | None, like: str | None = None):
