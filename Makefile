@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml constraints.txt scripts/install.sh
+$(VENV)/.installed: pyproject.toml constraints.txt scripts/install.sh scripts/gguf-converter.sh
 	bash scripts/install.sh
 	touch $@
 

@@ -9,7 +9,8 @@ answers llama.cpp gives token for token as transformers does (and for how many f
 
 The baseline is what a person does without TuneDeck, measured in the same run: ``tunedeck export RUN --merged``
 then llama.cpp's ``convert_hf_to_gguf.py`` on that folder (no template fix, no checks, no Modelfile). ``--write``
-puts the table in bench/RESULTS.md.
+puts the table in bench/RESULTS.md. "Same next token": along each of transformers' greedy answers, how often
+llama.cpp with the file ranks the same token first given the same text before it (a quantized file's fidelity).
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ def main() -> None:
                     "identical": sum(a["identical"] for a in answers),
                     "answers": len(answers),
                     "first_same": min(a["same_tokens"] for a in answers),
+                    "next_token": sum(a["next_token_agreement"] for a in answers) / len(answers),
                     "template_same": not check["template_differences"],
                 }
             )
@@ -129,14 +131,14 @@ def main() -> None:
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; starter run of {args.steps} "
         f"steps; {time.strftime('%Y-%m-%d')}.",
         "",
-        "| type | export time | peak RSS | file | llama.cpp = transformers (greedy, 24 tokens) | template |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| type | export time | peak RSS | file | greedy answers identical (24 tokens) | same next token | template |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         table.append(
             f"| {r['type']} | {r['seconds']:.1f} s | {r['peak_rss_mb']:.0f} MB | {r['size_mb']:.0f} MB | "
-            f"{r['identical']} of {r['answers']} identical; all agree on their first {r['first_same']} tokens | "
-            f"{'identical' if r['template_same'] else 'differs'} |"
+            f"{r['identical']} of {r['answers']} (all agree on their first {r['first_same']}) | "
+            f"{100 * r['next_token']:.0f} % | {'identical' if r['template_same'] else 'differs'} |"
         )
     table += [
         "",

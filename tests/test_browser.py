@@ -206,6 +206,23 @@ def test_share_publishes_a_demo_of_the_run_just_trained(trained: Trained, page) 
     expect(page.get_by_text("Stopped the demo")).to_be_visible()
 
 
+def test_share_downloads_the_run_for_llama_cpp_and_ollama(trained: Trained, page) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(trained.app.url)
+    page.get_by_role("tab", name="6. Share").click()
+    expect(page.get_by_label("Run to share")).to_have_value(trained.run)
+    page.get_by_role("button", name="Download for llama.cpp / Ollama").click()
+    message = page.locator("#td-gguf-message")
+    expect(message).to_contain_text("%", timeout=60_000)  # progress while it works, not a bare spinner
+    expect(message).to_contain_text("Prompted exactly as in training", timeout=300_000)
+    expect(message).to_contain_text("ollama create")
+    files = page.locator("#td-gguf-files")
+    for name in (f"{trained.run}-q8_0.gguf", "Modelfile", "README.md"):
+        expect(files.get_by_text(name)).to_be_visible()
+    page.screenshot(path=str(SHOTS / "5-share-gguf.png"), full_page=True)
+
+
 def test_train_messages_belong_to_the_latest_change(trained: Trained, page) -> None:
     from playwright.sync_api import expect
 

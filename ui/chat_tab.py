@@ -169,7 +169,9 @@ def render(ctx: AppContext) -> dict:
     note = gr.Markdown()
     with gr.Accordion("Settings", open=False):
         system = gr.Textbox(
-            label="System prompt", placeholder="Optional, e.g. 'You are a concise assistant.'"
+            label="System prompt",
+            placeholder="Optional, e.g. 'You are a concise assistant.'",
+            info="Left empty, a run uses the system prompt it was trained with (if it had one), as training did.",
         )
         with gr.Row():
             temperature = gr.Slider(

@@ -390,6 +390,21 @@ def _greedy_llama(llm: Any, ids: list[int], n: int) -> list[int]:
     return out
 
 
+def _next_token_agreement(llm: Any, prompt: list[int], answer: list[int]) -> float | None:
+    """The share of ``answer``'s tokens that llama.cpp also ranks first, each given the same text before it.
+
+    Greedy answers part for good at the first near-tie, so "same first N tokens" says little about a quantized
+    file; this measures every position of one answer, teacher-forced, as quantization studies do."""
+    import numpy as np
+
+    if not answer:
+        return None
+    llm.reset()
+    llm.eval(prompt + answer)
+    predicted = np.asarray(llm.scores[len(prompt) - 1 : len(prompt) + len(answer) - 1]).argmax(axis=-1)
+    return round(float((predicted == np.asarray(answer)).mean()), 3)
+
+
 def is_end_of_turn(llm: Any, token: int) -> bool:
     """llama.cpp's own test for a token that ends generation (EOS, EOT and the like), as its sampler uses it."""
     import llama_cpp
@@ -535,7 +550,8 @@ def _export(p: Plan, store: Store, paths: Paths, check_answers: bool | None) -> 
     say(78, "checking the template and the tokens")
     from llama_cpp import Llama
 
-    llm = Llama(str(out), n_ctx=2048, verbose=False, seed=0, n_threads=max(1, (os.cpu_count() or 2)))
+    # logits_all: the answer check reads llama.cpp's prediction at every position of transformers' answer
+    llm = Llama(str(out), n_ctx=1024, logits_all=True, verbose=False, seed=0, n_threads=os.cpu_count() or 1)
     notes: list[str] = []
     eos_text = llm.detokenize([llm.token_eos()], special=True).decode(errors="replace")
     loaded = Loaded(model, tokenizer, cfg.get("base_model", ""), adapter, system_prompt)
@@ -605,6 +621,7 @@ def _export(p: Plan, store: Store, paths: Paths, check_answers: bool | None) -> 
             with torch.inference_mode():
                 want = _greedy_hf(model, tokenizer, ids, ANSWER_TOKENS)
             got = _greedy_llama(llm, ids, ANSWER_TOKENS)
+            agree = _next_token_agreement(llm, ids, want)
             answers.append(
                 {
                     "prompt": conv[-1]["content"],
@@ -613,6 +630,8 @@ def _export(p: Plan, store: Store, paths: Paths, check_answers: bool | None) -> 
                     "same_tokens": common_prefix(want, got),
                     "of": max(len(want), len(got)),
                     "identical": want == got,
+                    # along transformers' answer: how often llama.cpp's most likely next token is the one it chose
+                    "next_token_agreement": agree,
                 }
             )
     elif gguf_template is not None:
@@ -699,15 +718,26 @@ def readme(p: Plan, r: GgufExport, mf: ollama.Modelfile | None) -> str:
             f"- Greedy answers (up to {ANSWER_TOKENS} tokens), llama.cpp with this file vs transformers with the merged "
             f"model: {same} of {len(r.answers)} identical token for token."
         )
+        agreement = [
+            a["next_token_agreement"] for a in r.answers if a.get("next_token_agreement") is not None
+        ]
+        if agreement:
+            lines.append(
+                "- Along transformers' answers, llama.cpp ranks the same next token first "
+                f"{100 * sum(agreement) / len(agreement):.0f} % of the time (each position given the same text before it)."
+            )
         lines += [
             "",
-            "| prompt | transformers | llama.cpp | same first tokens |",
-            "| --- | --- | --- | --- |",
+            "| prompt | transformers | llama.cpp | same first tokens | same next token |",
+            "| --- | --- | --- | --- | --- |",
         ]
         for a in r.answers:
             cells = [a["prompt"], a["transformers"], a["llama.cpp"]]
             cells = [c.replace("|", "\\|").replace("\n", " ") for c in cells]
-            lines.append(f"| {' | '.join(cells)} | {a['same_tokens']} of {a['of']} |")
+            nta = a.get("next_token_agreement")
+            lines.append(
+                f"| {' | '.join(cells)} | {a['same_tokens']} of {a['of']} | {'-' if nta is None else f'{nta:.0%}'} |"
+            )
     lines += [f"- {n}" for n in r.notes]
     if mf is not None and mf.system:
         lines += [
