@@ -212,14 +212,14 @@ def test_share_downloads_the_run_for_llama_cpp_and_ollama(trained: Trained, page
     page.goto(trained.app.url)
     page.get_by_role("tab", name="6. Share").click()
     expect(page.get_by_label("Run to share")).to_have_value(trained.run)
-    page.get_by_role("button", name="Download for llama.cpp / Ollama").click()
+    page.get_by_role("button", name="Download for llama.cpp / Ollama", exact=True).click()
     message = page.locator("#td-gguf-message")
     expect(message).to_contain_text("%", timeout=60_000)  # progress while it works, not a bare spinner
     expect(message).to_contain_text("Prompted exactly as in training", timeout=300_000)
     expect(message).to_contain_text("ollama create")
     files = page.locator("#td-gguf-files")
     for name in (f"{trained.run}-q8_0.gguf", "Modelfile", "README.md"):
-        expect(files.get_by_text(name)).to_be_visible()
+        expect(files.get_by_role("cell", name=name)).to_be_visible()
     page.screenshot(path=str(SHOTS / "5-share-gguf.png"), full_page=True)
 
 

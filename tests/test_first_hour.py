@@ -65,7 +65,7 @@ def test_chat_compare_and_share_open_on_the_run_just_trained(ctx, status, tmp_pa
         left["value"] == compare_tab.BASE and right["value"] == newest
     )  # a blind test that can start at once
 
-    run, demos, seen = share_tab.on_open(None, None, ctx)
+    run, demos, ggufs, seen = share_tab.on_open(None, None, ctx)
     assert run["value"] == newest and isinstance(demos, pd.DataFrame)
 
     # The person picks the older run; reopening the tab keeps it until another run finishes.

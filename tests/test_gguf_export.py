@@ -244,6 +244,10 @@ def test_the_share_tab_shows_progress_then_offers_the_three_files(run: dict) -> 
     assert [Path(f).name for f in files] == [f"{run['job']['id']}-q8_0.gguf", "Modelfile", "README.md"]
     assert all(Path(f).is_file() for f in files)
     assert "Prompted exactly as in training" in final and "ollama create" in final
+    # listed on the Share tab, as a reopened page shows it
+    table = share_tab.gguf_exports_table(share_ctx(run))
+    row = table[table["file"] == f"{run['job']['id']}-q8_0.gguf"].iloc[0]
+    assert row["prompt"] == "as in training" and row["size"].endswith("MB")
 
 
 def test_the_share_tab_cancel_stops_the_export_and_leaves_nothing(run: dict) -> None:
@@ -255,6 +259,8 @@ def test_the_share_tab_cancel_stops_the_export_and_leaves_nothing(run: dict) -> 
     steps = share_tab.export_gguf(run["job"]["id"], "bf16", ctx)
     for message, _ in steps:
         if "converting" in message:
+            table = share_tab.gguf_exports_table(ctx)
+            assert "being written now" in set(table["made"])
             assert "being exported already" in next(share_tab.export_gguf(run["job"]["id"], "bf16", ctx))[0]
             assert "Cancelling" in share_tab.cancel_gguf(run["job"]["id"])
             break

@@ -189,3 +189,19 @@ def test_the_app_with_a_password_refuses_anonymous_clients(tmp_path: Path) -> No
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(20)
+
+
+def test_a_merged_push_from_the_share_tab_runs_in_a_child_and_never_shows_the_token(run: dict) -> None:
+    from types import SimpleNamespace
+
+    from backend.core.store import Store
+    from ui import share_tab
+
+    token = "hf_TuneDeckTestSecret0123456789"
+    paths = Paths.from_env(run["root"])
+    ctx = SimpleNamespace(paths=paths, store=Store(paths.db))
+    message = share_tab.push_to_hub(run["job"]["id"], "someone/capitals", token, True, ctx)
+    assert "Upload to someone/capitals failed" in message and token not in message
+    assert "not a Hub repository name" in share_tab.push_to_hub(
+        run["job"]["id"], "no-slash", token, True, ctx
+    )

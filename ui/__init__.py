@@ -15,7 +15,8 @@ INTRO = (
     "Teach an open language model from your own examples. **1. Data**: upload your examples (a spreadsheet, JSON or Parquet). "
     "**2. Train**: pick a preset and press Train. **3. Runs**: watch it learn. **4. Chat**: talk to the result. "
     "**5. Compare**: the base and your runs side by side, blind tests, scores. "
-    "**6. Share**: publish a password-protected demo, download or push the adapter."
+    "**6. Share**: publish a password-protected demo, download or push the adapter, or get a GGUF for llama.cpp and "
+    "Ollama."
 )
 
 
@@ -74,7 +75,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         share_t.select(
             lambda current, seen: share_tab.on_open(current, seen, ctx),
             [share["run"], share_seen],
-            [share["run"], share["demos"], share_seen],
+            [share["run"], share["demos"], share["ggufs"], share_seen],
             api_visibility="private",
         )
         # Fill the Train tab from the default preset when the page loads.

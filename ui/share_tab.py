@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import json
 import subprocess
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd
@@ -28,13 +29,15 @@ def shareable_runs(ctx: AppContext) -> list[str]:
     ]
 
 
-def on_open(current: str | None, seen: str | None, ctx: AppContext) -> tuple[dict, pd.DataFrame, str | None]:
-    """Share opened: fresh choices with the run just trained selected (ui.follow), and the running demos."""
+def on_open(current: str | None, seen: str | None, ctx: AppContext):
+    """Share opened: fresh choices with the run just trained selected (ui.follow), the running demos, the GGUF
+    exports made or being made."""
     from ui.follow import follow
 
     runs = shareable_runs(ctx)
     newest = runs[0] if runs else None
-    return gr.update(choices=runs, value=follow(current, runs, newest, seen)), demos_table(ctx), newest
+    value = follow(current, runs, newest, seen)
+    return gr.update(choices=runs, value=value), demos_table(ctx), gguf_exports_table(ctx), newest
 
 
 def demos_table(ctx: AppContext) -> pd.DataFrame:
@@ -189,8 +192,9 @@ def gguf_summary(run: str, view: dict) -> str:
         agree = [
             a["next_token_agreement"] for a in view["answers"] if a.get("next_token_agreement") is not None
         ]
+        close = same == len(view["answers"]) or (agree and sum(agree) / len(agree) >= 0.95)
         lines.append(
-            f"{'✓' if same == len(view['answers']) else '⚠'} llama.cpp answers {same} of {len(view['answers'])} test "
+            f"{'✓' if close else '⚠'} llama.cpp answers {same} of {len(view['answers'])} test "
             "prompts token for token as transformers does"
             + (
                 "."
@@ -206,6 +210,46 @@ def gguf_summary(run: str, view: dict) -> str:
     return ok_md("\n\n".join(lines))
 
 
+def gguf_exports_table(ctx: AppContext) -> pd.DataFrame:
+    """GGUF exports in the data directory, newest first: those made (also from the CLI, or after the page that
+    started them was closed) and those being written now."""
+    import time
+
+    folder = ctx.paths.home / "exports"
+    rows = []
+    for d in (
+        sorted(folder.glob("*-gguf*"), key=lambda p: p.stat().st_mtime, reverse=True)
+        if folder.is_dir()
+        else []
+    ):
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(d.stat().st_mtime))
+        if d.name.startswith(".") and d.name.endswith(".partial"):
+            rows.append(
+                {
+                    "file": d.name[1:].removesuffix("-gguf.partial") + ".gguf",
+                    "size": "…",
+                    "made": "being written now",
+                    "prompt": "",
+                    "folder": str(d.parent),
+                }
+            )
+            continue
+        try:
+            check = json.loads((d / "check.json").read_text())
+        except (OSError, ValueError):
+            continue
+        rows.append(
+            {
+                "file": Path(check["gguf"]).name,
+                "size": f"{check['size_bytes'] / 2**20:,.0f} MB",
+                "made": when,
+                "prompt": "as in training" if not check["template_differences"] else "differs (see README)",
+                "folder": str(d),
+            }
+        )
+    return pd.DataFrame(rows, columns=["file", "size", "made", "prompt", "folder"])
+
+
 def cancel_gguf(run: str | None) -> str:
     proc = _exports.get(run or "")
     if proc is None or proc.poll() is not None:
@@ -218,10 +262,27 @@ def push_to_hub(run: str | None, repo: str, token: str, merged: bool, ctx: AppCo
     """The token typed here is used for this upload only: it is never stored or logged."""
     if not run:
         return error_md("Pick a finished run first.")
-    try:
-        url = export.push(
-            ctx.store, ctx.paths, run, (repo or "").strip(), merged=bool(merged), token=token or None
+    repo = (repo or "").strip()
+    if (
+        merged
+    ):  # merging loads torch: `tunedeck push --merged` in a child; the token goes in its environment only
+        env = supervisor.child_env(ctx.paths, **({"HF_TOKEN": token} if token else {}))
+        proc = supervisor.start(
+            supervisor.python("-m", "backend", "push", run, "--repo", repo, "--merged", "--json"),
+            ctx.paths,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            lines = [x for x in err.splitlines() if x.strip()]
+            error = next((x for x in reversed(lines) if x.startswith("error:")), lines[-1] if lines else "")
+            return error_md(export.scrub(error.removeprefix("error: "), token) or "the upload failed")
+        return ok_md(f"Pushed **{run}** (merged) to {json.loads(out)['url']}")
+    try:
+        url = export.push(ctx.store, ctx.paths, run, repo, merged=False, token=token or None)
     except export.ExportError as exc:
         return error_md(str(exc))
     return ok_md(f"Pushed **{run}** to {url}")
@@ -259,7 +320,7 @@ def render(ctx: AppContext) -> dict:
             space_btn = gr.Button("Hugging Face Space bundle (.zip)")
         export_msg = gr.Markdown()
         file_out = gr.File(label="Download", interactive=False, height=90)
-    with gr.Accordion("Download for llama.cpp / Ollama / LM Studio (GGUF)", open=True):
+    with gr.Accordion("For llama.cpp, Ollama and LM Studio (GGUF)", open=True):
         gr.Markdown(
             note_md(
                 "One .gguf file (the adapter merged into the base), an Ollama Modelfile with the chat template, "
@@ -277,8 +338,10 @@ def render(ctx: AppContext) -> dict:
             label="GGUF, Modelfile and README",
             file_count="multiple",
             interactive=False,
+            height=200,
             elem_id="td-gguf-files",
         )
+        ggufs = gr.Dataframe(label="GGUF exports on this machine", interactive=False, wrap=True)
     with gr.Accordion("Push to the Hugging Face Hub", open=False):
         with gr.Row():
             repo = gr.Textbox(label="Repository", placeholder="your-name/my-fine-tune")
@@ -292,9 +355,9 @@ def render(ctx: AppContext) -> dict:
         push_msg = gr.Markdown()
 
     refresh.click(
-        lambda: (gr.update(choices=shareable_runs(ctx)), demos_table(ctx)),
+        lambda: (gr.update(choices=shareable_runs(ctx)), demos_table(ctx), gguf_exports_table(ctx)),
         None,
-        [run, demos],
+        [run, demos, ggufs],
         api_name="shareable_runs",
     )
 
@@ -316,7 +379,9 @@ def render(ctx: AppContext) -> dict:
     def gguf_fn(r, q, progress=gr.Progress()):  # noqa: B008 - Gradio's way of asking for a progress bar
         yield from export_gguf(r, q, ctx, progress)
 
-    gguf_btn.click(gguf_fn, [run, gguf_type], [gguf_msg, gguf_files], api_name="export_gguf")
+    gguf_btn.click(gguf_fn, [run, gguf_type], [gguf_msg, gguf_files], api_name="export_gguf").then(
+        lambda: gguf_exports_table(ctx), None, ggufs, api_visibility="private"
+    )
     gguf_cancel.click(cancel_gguf, run, gguf_msg, api_name="cancel_gguf")
     push.click(
         lambda r, rp, t, m: push_to_hub(r, rp, t, m, ctx),
@@ -324,4 +389,4 @@ def render(ctx: AppContext) -> dict:
         push_msg,
         api_name="push_to_hub",
     )
-    return {"run": run, "demos": demos}
+    return {"run": run, "demos": demos, "ggufs": ggufs}

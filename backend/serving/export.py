@@ -305,11 +305,12 @@ def push(
                 folder_path=str(out.folder), repo_id=repo, commit_message=f"TuneDeck {run_id} ({out.kind})"
             )
         except Exception as exc:  # noqa: BLE001 - shown to the person; the token must not leak into the text
-            raise ExportError(f"Upload to {repo} failed: {_scrub(str(exc), token)}") from None
+            raise ExportError(f"Upload to {repo} failed: {scrub(str(exc), token)}") from None
     return f"https://huggingface.co/{repo}"
 
 
-def _scrub(text: str, secret: str) -> str:
+def scrub(text: str, secret: str | None) -> str:
+    """``text`` with ``secret`` (a token) replaced by ***."""
     return text.replace(secret, "***") if secret else text
 
 
