@@ -193,5 +193,6 @@ def test_the_preview_shows_the_cut_and_a_new_file_clears_the_old_report(
     page.locator("#td-upload").get_by_role("button", name="Clear").click()  # the × of the upload box
     page.locator("input[type=file]").first.set_input_files(str(numbers))
     expect(page.get_by_text("looks like data, not column names")).to_be_visible()
+    expect(rendered).to_have_count(0)  # said once, under the upload: the example area does not repeat it
     expect(page.locator("#td-report")).to_have_count(0)  # the other file's report went with it
     expect(page.locator("#td-save-message")).not_to_contain_text("Saved dataset")

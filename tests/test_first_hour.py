@@ -246,6 +246,15 @@ def test_a_first_row_of_numbers_is_not_taken_as_the_header(csv_file):
     assert "0" in inspect_file(csv_file(",0,1\n0,a,b\n", "pandas.csv")).columns
 
 
+def test_a_file_that_cannot_be_read_is_explained_once_not_again_in_the_example(ctx, csv_file):
+    nums = str(csv_file("1,2,3\n4,5,6\n", "nums.csv"))
+    assert "looks like data" in data_tab.preview_file(nums)[0]
+    example = data_tab.render_example(
+        nums, None, "prompt_response", None, None, None, None, None, None, "tiny-offline", None, "", ctx
+    )
+    assert example == ""
+
+
 def test_the_preview_of_an_over_length_row_shows_the_cut(ctx):
     row = {"prompt": "Tell me everything.", "response": " ".join(["word"] * 400)}
     whole = data_tab.example_html(ctx.paths, "tiny-offline", "prompt_response", row, "", "row 2")

@@ -174,6 +174,9 @@ def render_example(
         return ""
     try:
         p = _preview(file, sheet)
+    except Exception:  # noqa: BLE001 - a file that cannot be read: the message under the upload says why, once
+        return ""
+    try:
         values = {
             "prompt": prompt,
             "response": response,
