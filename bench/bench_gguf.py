@@ -63,7 +63,7 @@ def main() -> None:
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
 
-    from backend.serving.gguf_export import QUANTS, converter_dir
+    from backend.serving.gguf_export import QUANTS, command, converter_dir
     from backend.settings import PROJECT_ROOT
 
     home = Path(tempfile.mkdtemp(prefix="tunedeck-bench-gguf-"))
@@ -78,19 +78,7 @@ def main() -> None:
         rows = []
         out = home / "out"
         for quant in QUANTS:
-            seconds, rss = measured(
-                env,
-                sys.executable,
-                "-m",
-                "backend",
-                "export",
-                run,
-                "--gguf",
-                "--quant",
-                quant,
-                "--to",
-                str(out),
-            )
+            seconds, rss = measured(env, *command(run, quant, out))
             check = json.loads(next(out.glob(f"{run}-{quant}-gguf")).joinpath("check.json").read_text())
             answers = check["answers"]
             rows.append(

@@ -126,18 +126,7 @@ def export_gguf(run: str | None, quant: str | None, ctx: AppContext, progress=No
         yield error_md(f"**{run}** is being exported already: wait for it, or cancel it."), None
         return
     proc = supervisor.start(
-        supervisor.python(
-            "-m",
-            "backend",
-            "export",
-            run,
-            "--gguf",
-            "--quant",
-            quant,
-            "--to",
-            str(ctx.paths.home / "exports"),
-            "--json",
-        ),
+        [*gguf_export.command(run, quant, ctx.paths.home / "exports"), "--json"],
         ctx.paths,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -192,9 +181,8 @@ def gguf_summary(run: str, view: dict) -> str:
         agree = [
             a["next_token_agreement"] for a in view["answers"] if a.get("next_token_agreement") is not None
         ]
-        close = same == len(view["answers"]) or (agree and sum(agree) / len(agree) >= 0.95)
         lines.append(
-            f"{'✓' if close else '⚠'} llama.cpp answers {same} of {len(view['answers'])} test "
+            f"{'✓' if view['answers_close'] else '⚠'} llama.cpp answers {same} of {len(view['answers'])} test "
             "prompts token for token as transformers does"
             + (
                 "."

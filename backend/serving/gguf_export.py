@@ -48,6 +48,7 @@ PROGRESS_PREFIX = "export "
 # the template and token checks still run. `--check-answers` asks for it anyway.
 ANSWER_CHECK_MAX_PARAMS = 2_000_000_000
 ANSWER_TOKENS = 24
+CLOSE_AGREEMENT = 0.95  # q8_0 on the starter model: 97 %; q4_k_m: 87 % (bench/RESULTS.md)
 CHECK_PROMPTS = [
     [{"role": "user", "content": "What is the capital of France?"}],
     [{"role": "user", "content": "Write one sentence about the sea."}],
@@ -116,6 +117,8 @@ class GgufExport:
     tokens_match: bool | None = None
     token_differences: list[dict] = field(default_factory=list)
     answers: list[dict] = field(default_factory=list)
+    # every answer identical, or llama.cpp ranks transformers' next token first at least CLOSE_AGREEMENT of the time
+    answers_close: bool | None = None
     notes: list[str] = field(default_factory=list)
 
     def view(self) -> dict[str, Any]:
@@ -243,6 +246,11 @@ def plan(
 
 def _size(n: float) -> str:
     return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.0f} MB"
+
+
+def command(run_id: str, quant: str, dest: str | Path) -> list[str]:
+    """The export as a command line (``python -m backend export … --gguf``): how the Share tab and the bench run it."""
+    return [sys.executable, "-m", "backend", "export", run_id, "--gguf", "--quant", quant, "--to", str(dest)]
 
 
 def say(percent: int, what: str) -> None:
@@ -405,6 +413,11 @@ def _next_token_agreement(llm: Any, prompt: list[int], answer: list[int]) -> flo
     return round(float((predicted == np.asarray(answer)).mean()), 3)
 
 
+def _close(answers: list[dict]) -> bool:
+    agree = [a["next_token_agreement"] for a in answers if a.get("next_token_agreement") is not None]
+    return all(a["identical"] for a in answers) or bool(agree and sum(agree) / len(agree) >= CLOSE_AGREEMENT)
+
+
 def is_end_of_turn(llm: Any, token: int) -> bool:
     """llama.cpp's own test for a token that ends generation (EOS, EOT and the like), as its sampler uses it."""
     import llama_cpp
@@ -551,7 +564,17 @@ def _export(p: Plan, store: Store, paths: Paths, check_answers: bool | None) -> 
     from llama_cpp import Llama
 
     # logits_all: the answer check reads llama.cpp's prediction at every position of transformers' answer
-    llm = Llama(str(out), n_ctx=1024, logits_all=True, verbose=False, seed=0, n_threads=os.cpu_count() or 1)
+    try:
+        llm = Llama(
+            str(out), n_ctx=1024, logits_all=True, verbose=False, seed=0, n_threads=os.cpu_count() or 1
+        )
+    except (
+        ValueError
+    ) as exc:  # the file was written but this llama.cpp cannot load it: not a file to hand out
+        raise ExportError(
+            f"llama.cpp could not load the GGUF it just wrote for {p.job.id} ({exc}). Fix: export the merged model "
+            "(`tunedeck export RUN --merged`) instead, and report this with the run's base model."
+        ) from None
     notes: list[str] = []
     eos_text = llm.detokenize([llm.token_eos()], special=True).decode(errors="replace")
     loaded = Loaded(model, tokenizer, cfg.get("base_model", ""), adapter, system_prompt)
@@ -578,7 +601,7 @@ def _export(p: Plan, store: Store, paths: Paths, check_answers: bool | None) -> 
             "the GGUF's template": _runtime_template(llm),
         }
         try:
-            fmt = ollama.probe(lambda msgs, gen: training_raw(tokenizer, msgs, gen, system_prompt))
+            fmt = ollama.probe(lambda msgs, gen: render_as_trained(tokenizer, msgs, gen, system_prompt))
             mf = ollama.modelfile(p.gguf_name, fmt, eos_text)
             renderers["the Modelfile's TEMPLATE"] = lambda conv: ollama.render_go(
                 mf.template, conv, mf.system
@@ -656,6 +679,7 @@ def _export(p: Plan, store: Store, paths: Paths, check_answers: bool | None) -> 
         template_differences=differences,
         tokens_match=tokens_match,
         token_differences=token_differences,
+        answers_close=_close(answers) if answers else None,
         answers=answers,
         notes=notes,
     )
@@ -664,7 +688,7 @@ def _export(p: Plan, store: Store, paths: Paths, check_answers: bool | None) -> 
     return result
 
 
-def training_raw(tokenizer: Any, messages: list[dict], gen: bool, system_prompt: str) -> str:
+def render_as_trained(tokenizer: Any, messages: list[dict], gen: bool, system_prompt: str) -> str:
     """The training template with the run's system prompt as default, for ``ollama.probe``."""
     from backend.serving.generate import with_system
 
