@@ -512,11 +512,16 @@ def to_conversations(frame: Any, system_prompt: str = "") -> dict[str, list]:
     return {"prompt": prompts, "completion": completions}
 
 
+def with_system(messages: list[dict[str, str]], system_prompt: str) -> list[dict[str, str]]:
+    """``messages`` with ``system_prompt`` first when they have no system message: the rule training follows, and
+    so chat, scoring and the GGUF export follow it too."""
+    if system_prompt and (not messages or messages[0]["role"] != "system"):
+        return [{"role": "system", "content": system_prompt}, *messages]
+    return messages
+
+
 def chat_messages(messages_json: str, system_prompt: str = "") -> list[dict[str, str]]:
-    msgs = json.loads(messages_json)
-    if system_prompt and (not msgs or msgs[0]["role"] != "system"):
-        msgs = [{"role": "system", "content": system_prompt}, *msgs]
-    return msgs
+    return with_system(json.loads(messages_json), system_prompt)
 
 
 def to_trl_columns(frame: Any, shape: str, system_prompt: str = "") -> dict[str, list]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backend.core.store import Store
+from backend.data.shapes import with_system
 from backend.models import devices
 from backend.settings import Paths
 
@@ -24,13 +25,6 @@ class Loaded:
     adapter_dir: str | None
     # The system prompt the run was trained with: used when a conversation brings none, as training did.
     system_prompt: str = ""
-
-
-def with_system(messages: list[dict[str, str]], system_prompt: str) -> list[dict[str, str]]:
-    """``messages`` with ``system_prompt`` first when they have no system message (the rule training follows)."""
-    if system_prompt and (not messages or messages[0]["role"] != "system"):
-        return [{"role": "system", "content": system_prompt}, *messages]
-    return messages
 
 
 def prompt_text(loaded: Loaded, messages: list[dict[str, str]]) -> str:

@@ -690,7 +690,7 @@ def _export(p: Plan, store: Store, paths: Paths, check_answers: bool | None) -> 
 
 def render_as_trained(tokenizer: Any, messages: list[dict], gen: bool, system_prompt: str) -> str:
     """The training template with the run's system prompt as default, for ``ollama.probe``."""
-    from backend.serving.generate import with_system
+    from backend.data.shapes import with_system
 
     return tokenizer.apply_chat_template(
         with_system(messages, system_prompt), tokenize=False, add_generation_prompt=gen
