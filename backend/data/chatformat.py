@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.data.readers import DataError
-from backend.data.shapes import example_parts
+from backend.data.shapes import PREFERENCE_SHAPES, example_parts
 from backend.models import registry as models
 from backend.settings import Paths
 
@@ -220,7 +220,10 @@ class ChatFormat:
     ) -> list[Encoded]:
         """Stored rows → tokens and loss mask, as TRL's SFTTrainer computes them (see the module docstring)."""
         parts = [example_parts(shape, r, system_prompt) for r in rows]
-        if shape == "prompt_response":
+        if shape in (
+            "prompt_response",
+            *PREFERENCE_SHAPES,
+        ):  # a preference row: its chosen answer, or row["side"]
             prompts = [self.render(p["prompt"], add_generation_prompt=True) for p in parts]
             fulls = [self.render(p["prompt"] + p["completion"]) for p in parts]
             p_enc = self.tokenizer.encode_batch(prompts, add_special_tokens=False)

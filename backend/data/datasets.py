@@ -45,6 +45,7 @@ from backend.data.shapes import (
     MAPPING_KEYS,
     MAPPING_LABELS,
     OUTPUT_COLUMNS,
+    PREFERENCE_SHAPES,
     REASONS,
     SHAPES,
     Where,
@@ -524,6 +525,11 @@ def _check_enough(table: Table, shape: str, mapping: dict, report: ImportReport,
         raise _no_rows(table)
     drops = writer.drops["train"]
     if kept == 0:
+        if shape in PREFERENCE_SHAPES and not mapping.get("prompt") and drops.counts.get("empty_prompt"):
+            raise DataError(
+                f"{table.name}: no prompt column was chosen, and the answers are plain text, not conversations that "
+                "hold the prompt, so no row has a prompt. Fix: choose the column that holds the prompts."
+            )
         if shape == "prompt_response":
             p, r = mapping["prompt"], mapping["response"]
             if drops.counts.get("empty_response", 0) == writer.rows_in["train"]:

@@ -1,10 +1,16 @@
-"""The three shapes of training data, and how raw rows become each of them. Pure: no torch, no files.
+"""The shapes of training data, and how raw rows become each of them. Pure: no torch, no files.
 
 - ``prompt_response``: a prompt (plus an optional context/input column, as in Alpaca's instruction / input / output)
   and the response to learn, with an optional system prompt. Loss on the response only.
 - ``chat``: a multi-turn conversation per row, in OpenAI ``messages`` form (role/content) or ShareGPT
   ``conversations`` form (from/value with human/gpt/system). Loss on every assistant turn.
 - ``text``: one text column, for continued pre-training. Loss on everything.
+- ``preference``: a prompt with a better (chosen) and a worse (rejected) answer, for DPO and ORPO. The answers are
+  text, or conversations that end in the answer (UltraFeedback, TRL's hh-rlhf: the prompt is then the turns before
+  it), or Anthropic HH-RLHF's raw "Human: ... Assistant: ..." text. Stored: the prompt as a JSON list of messages
+  (system first, if any; may hold earlier turns), ``chosen`` and ``rejected`` as the answers' text.
+- ``feedback``: unpaired answers, each marked good or bad (KTO): prompt / completion / label, stored like a
+  preference row with ``completion`` and ``label`` ("true" or "false").
 
 A dataset version stores, per shape, the columns in ``OUTPUT_COLUMNS`` (the contract with the training engine).
 ``to_trl_columns`` turns stored rows into the columns TRL's SFTTrainer reads.
@@ -22,16 +28,21 @@ import pandas as pd
 
 from backend.data.readers import Batch, DataError, cell_text
 
-SHAPES = ("prompt_response", "chat", "text")
+SHAPES = ("prompt_response", "chat", "text", "preference", "feedback")
+PREFERENCE_SHAPES = ("preference", "feedback")  # trained with preference methods (DPO, ORPO, KTO)
 SHAPE_LABELS = {
     "prompt_response": "Prompt and response",
     "chat": "Multi-turn chat",
     "text": "Plain text (continued pre-training)",
+    "preference": "Preference pairs: a better and a worse answer (DPO, ORPO)",
+    "feedback": "Answers marked good or bad (KTO)",
 }
 OUTPUT_COLUMNS = {
     "prompt_response": ["prompt", "response", "system", "source_row", "split"],
     "chat": ["messages", "source_row", "split"],
     "text": ["text", "source_row", "split"],
+    "preference": ["prompt", "chosen", "rejected", "source_row", "split"],
+    "feedback": ["prompt", "completion", "label", "source_row", "split"],
 }
 CONTENT_COLUMNS = {
     shape: [c for c in cols if c not in ("source_row", "split")] for shape, cols in OUTPUT_COLUMNS.items()
@@ -40,8 +51,17 @@ MAPPING_KEYS = {
     "prompt_response": ("prompt", "response", "system", "context"),
     "chat": ("messages",),
     "text": ("text",),
+    "preference": ("prompt", "chosen", "rejected", "system"),
+    "feedback": ("prompt", "completion", "label", "system"),
 }
-REQUIRED_KEYS = {"prompt_response": ("prompt", "response"), "chat": ("messages",), "text": ("text",)}
+# The prompt of preference and feedback data may come from the answers' conversations instead of a column of its own.
+REQUIRED_KEYS = {
+    "prompt_response": ("prompt", "response"),
+    "chat": ("messages",),
+    "text": ("text",),
+    "preference": ("chosen", "rejected"),
+    "feedback": ("completion", "label"),
+}
 MAPPING_LABELS = {
     "prompt": "prompt",
     "response": "response",
@@ -49,6 +69,10 @@ MAPPING_LABELS = {
     "context": "context/input",
     "messages": "messages",
     "text": "text",
+    "chosen": "better answer (chosen)",
+    "rejected": "worse answer (rejected)",
+    "completion": "answer",
+    "label": "good/bad label",
 }
 
 PROMPT_NAMES = (
@@ -84,6 +108,54 @@ RESPONSE_NAMES = (
 )
 SYSTEM_NAMES = ("system", "systemprompt", "persona")
 CONTEXT_NAMES = ("input", "context", "passage", "document", "article")
+CHOSEN_NAMES = ("chosen", "preferred", "better", "accepted", "winner", "chosenresponse", "responsechosen")
+REJECTED_NAMES = ("rejected", "dispreferred", "worse", "loser", "rejectedresponse", "responserejected")
+LABEL_NAMES = ("label", "desirable", "good", "rating", "thumbsup", "thumbs", "kto", "ktotag", "feedback")
+COMPLETION_NAMES = ("completion", "response", "answer", "output", "reply", "assistant")
+# What a good/bad cell may say, lower-cased (KTO's label).
+GOOD_LABELS = (
+    "true",
+    "1",
+    "1.0",
+    "yes",
+    "y",
+    "good",
+    "desirable",
+    "chosen",
+    "positive",
+    "pos",
+    "+",
+    "+1",
+    "up",
+    "thumbs up",
+    "thumbsup",
+    "\N{THUMBS UP SIGN}",
+    "accept",
+    "accepted",
+    "correct",
+    "ok",
+)
+BAD_LABELS = (
+    "false",
+    "0",
+    "0.0",
+    "-1",
+    "no",
+    "n",
+    "bad",
+    "undesirable",
+    "rejected",
+    "negative",
+    "neg",
+    "-",
+    "down",
+    "thumbs down",
+    "thumbsdown",
+    "\N{THUMBS DOWN SIGN}",
+    "reject",
+    "incorrect",
+    "wrong",
+)
 MESSAGE_NAMES = ("messages", "conversations", "conversation", "chat", "dialog", "dialogue", "turns")
 TEXT_NAMES = ("text", "content", "document", "body", "passage")
 
@@ -111,7 +183,14 @@ REASONS = {
     "duplicate": "exact duplicate of an earlier row",
     "duplicate_of_train": "also in the training data",
     "too_long": "longer than the max length",
+    "empty_chosen": "empty better (chosen) answer",
+    "empty_rejected": "empty worse (rejected) answer",
+    "empty_completion": "empty answer",
+    "same_answers": "the better and the worse answer are the same text",
+    "prompts_differ": "the two answers' conversations start differently, so they do not answer the same prompt",
+    "no_answer": "the conversation does not end with an assistant answer",
 }
+LABEL_FIX = "Fix: mark each answer good or bad with true/false, 1/0, yes/no or good/bad (an empty cell is not allowed)."
 MESSAGES_FIX = (
     'Fix: the cell must hold a JSON list of messages, like [{"role": "user", "content": "Hi"}, '
     '{"role": "assistant", "content": "Hello!"}] (or ShareGPT\'s {"from": "human", "value": "Hi"}).'
@@ -169,6 +248,14 @@ def _looks_like_chat(values: pd.Series) -> bool:
 def detect_shape(frame: pd.DataFrame) -> tuple[str, str]:
     """(shape, why) from the columns and the first rows."""
     cols = [str(c) for c in frame.columns]
+    chosen, rejected = _by_name(cols, CHOSEN_NAMES, exact=True), _by_name(cols, REJECTED_NAMES, exact=True)
+    if chosen and rejected:
+        return "preference", f"the columns {chosen!r} and {rejected!r} hold a better and a worse answer"
+    label = _label_column(frame, cols)
+    if label:
+        answer = _by_name(cols, COMPLETION_NAMES, (label,))
+        if answer:
+            return "feedback", f"the column {label!r} marks each answer in {answer!r} good or bad"
     named = _by_name(cols, MESSAGE_NAMES, exact=True)
     candidates = ([named] if named else []) + [c for c in cols if c != named]
     for c in candidates:
@@ -193,6 +280,40 @@ def detect_shape(frame: pd.DataFrame) -> tuple[str, str]:
         "prompt_response",
         "two or more text columns: the shorter, question-like one is taken as the prompt",
     )
+
+
+def _label_column(frame: pd.DataFrame, cols: list[str]) -> str | None:
+    """A column named like a good/bad label whose first cells all read as good or bad."""
+    col = _by_name(cols, LABEL_NAMES, exact=True)
+    if col is None:
+        return None
+    values = [v for v in frame[col].head(SNIFF) if not _blank(v)]
+    return col if values and all(parse_label(v) is not None for v in values) else None
+
+
+SNIFF = 50
+
+
+def _blank(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and np.isnan(v)) or (isinstance(v, str) and not v.strip())
+
+
+def parse_label(value: Any) -> bool | None:
+    """A good/bad cell → True (good), False (bad) or None (not a label TuneDeck reads)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        if value == 1:
+            return True
+        if value in (0, -1):
+            return False
+        return None
+    text = str(value).strip().lower()
+    if text in GOOD_LABELS:
+        return True
+    if text in BAD_LABELS:
+        return False
+    return None
 
 
 def _first_message_keys(values: pd.Series) -> set:
@@ -260,10 +381,26 @@ def suggest_mapping(shape: str, frame: pd.DataFrame) -> dict[str, str | None]:
             }
             text = max(lengths, key=lambda c: lengths[c]) if lengths else None
         return {"text": text}
+    if shape in PREFERENCE_SHAPES:
+        return _suggest_preference(shape, frame, cols)
     prompt, response = suggest_columns(frame)
     system = _by_name(cols, SYSTEM_NAMES, (prompt, response), exact=True)
     context = _by_name(cols, CONTEXT_NAMES, (prompt, response, system), exact=True)
     return {"prompt": prompt, "response": response, "system": system, "context": context}
+
+
+def _suggest_preference(shape: str, frame: pd.DataFrame, cols: list[str]) -> dict[str, str | None]:
+    if shape == "preference":
+        a = _by_name(cols, CHOSEN_NAMES, exact=True) or _by_name(cols, CHOSEN_NAMES)
+        b = _by_name(cols, REJECTED_NAMES, (a,), exact=True) or _by_name(cols, REJECTED_NAMES, (a,))
+        answers = {"chosen": a, "rejected": b}
+    else:
+        label = _label_column(frame, cols) or _by_name(cols, LABEL_NAMES, exact=True)
+        answers = {"completion": _by_name(cols, COMPLETION_NAMES, (label,)), "label": label}
+    taken = tuple(answers.values())
+    prompt = _by_name(cols, PROMPT_NAMES, taken, exact=True) or _by_name(cols, PROMPT_NAMES, taken)
+    system = _by_name(cols, SYSTEM_NAMES, (*taken, prompt), exact=True)
+    return {"prompt": prompt, **answers, "system": system}
 
 
 def check_mapping(shape: str, mapping: dict[str, str | None], columns: list[str], file_name: str) -> dict:
@@ -278,7 +415,7 @@ def check_mapping(shape: str, mapping: dict[str, str | None], columns: list[str]
             problems.append(f"no {MAPPING_LABELS[key]} column was chosen and none could be guessed")
         elif col is not None and col not in columns:
             problems.append(f"the {MAPPING_LABELS[key]} column {col!r} is not in the file")
-    if shape == "prompt_response":
+    if shape in ("prompt_response", *PREFERENCE_SHAPES):
         used = [(k, v) for k, v in clean.items() if v]
         for i, (k, v) in enumerate(used):
             for k2, v2 in used[i + 1 :]:
@@ -289,6 +426,8 @@ def check_mapping(shape: str, mapping: dict[str, str | None], columns: list[str]
             "prompt_response": "choose one column for the prompt and a different one for the response",
             "chat": "choose the column that holds the conversations",
             "text": "choose the column that holds the text",
+            "preference": "choose the column of better answers and a different one of worse answers",
+            "feedback": "choose the column of answers and the column that marks each good or bad",
         }[shape]
         if shape == "prompt_response" and all(("system" in p or "context" in p) for p in problems):
             fix = "choose one of the file's columns for it, or none"
@@ -334,6 +473,8 @@ def normalise(shape: str, mapping: dict, batch: Batch, where: Where, max_chars: 
         return _normalise_pr(mapping, batch, where, max_chars)
     if shape == "chat":
         return _normalise_chat(mapping["messages"], batch, where, max_chars)
+    if shape in PREFERENCE_SHAPES:
+        return _normalise_preference(shape, mapping, batch, where, max_chars)
     return _normalise_text(mapping["text"], batch, where, max_chars)
 
 
@@ -414,6 +555,137 @@ def _normalise_chat(col: str, batch: Batch, where: Where, max_chars: int) -> Nor
         kept.append(json.dumps(msgs, ensure_ascii=False))
         rows.append(int(row))
     return Normalised(pd.DataFrame({"messages": kept, "source_row": np.array(rows, dtype=np.int64)}), dropped)
+
+
+def _normalise_preference(
+    shape: str, mapping: dict, batch: Batch, where: Where, max_chars: int
+) -> Normalised:
+    """Preference or feedback rows → prompt (JSON messages) and answer text(s). Each row's answers may be text or a
+    conversation ending in the answer; the prompt is then the turns before it, else the prompt column."""
+    answers = ("chosen", "rejected") if shape == "preference" else ("completion",)
+    reasons = ["empty_prompt", *(f"empty_{a}" for a in answers), "invalid_roles", "no_answer"]
+    if shape == "preference":
+        reasons += ["same_answers", "prompts_differ"]
+    dropped: dict[str, list[int]] = {r: [] for r in reasons}
+    out: dict[str, list] = {"prompt": [], **{a: [] for a in answers}, "source_row": []}
+    if shape == "feedback":
+        out["label"] = []
+    frame, cols = batch.frame, {k: v for k, v in mapping.items() if v}
+    for i, row in enumerate(batch.rows.tolist()):
+        row = int(row)
+        cell = {k: frame[c].iloc[i] for k, c in cols.items()}
+        try:
+            texts, prefixes = {}, {}
+            for a in answers:
+                prefixes[a], texts[a] = _answer(cell.get(a), where.at(row, cols[a]), max_chars)
+        except _Skip as skip:
+            dropped[skip.reason].append(row)
+            continue
+        empty = next((a for a in answers if not texts[a]), None)
+        if empty:
+            dropped[f"empty_{empty}"].append(row)
+            continue
+        if shape == "preference":
+            a, b = prefixes["chosen"], prefixes["rejected"]
+            if a and b and a != b:
+                dropped["prompts_differ"].append(row)
+                continue
+            if texts["chosen"] == texts["rejected"]:
+                dropped["same_answers"].append(row)
+                continue
+        prefix = next((p for p in prefixes.values() if p), [])
+        if prefix:
+            prompt = prefix
+        else:
+            prompt = _prompt_messages(
+                cell.get("prompt"), where.at(row, cols.get("prompt", "prompt")), max_chars
+            )
+        system = cell_text(cell["system"]).strip() if "system" in cell and not _blank(cell["system"]) else ""
+        prompt = with_system(prompt, system) if prompt else prompt
+        if not prompt or not any(m["content"] for m in prompt if m["role"] == "user"):
+            dropped["empty_prompt"].append(row)
+            continue
+        if _prompt_problem(prompt):
+            dropped["invalid_roles"].append(row)
+            continue
+        if shape == "feedback":
+            label = parse_label(cell["label"]) if not _blank(cell["label"]) else None
+            if label is None:
+                raise DataError(
+                    f"{where.at(row, cols['label'])} says {cell_text(cell['label'])!r}, which is neither good nor "
+                    f"bad. {LABEL_FIX}"
+                )
+            out["label"].append("true" if label else "false")
+        out["prompt"].append(json.dumps(prompt, ensure_ascii=False))
+        for a in answers:
+            out[a].append(texts[a])
+        out["source_row"].append(row)
+    result = pd.DataFrame({**out, "source_row": np.array(out["source_row"], dtype=np.int64)})
+    return Normalised(result, dropped)
+
+
+class _Skip(Exception):
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+HH_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):[ \t]?")
+
+
+def _answer(value: Any, place: str, max_chars: int) -> tuple[list[dict[str, str]], str]:
+    """(the turns before the answer, the answer's text) of one answer cell: text, a conversation ending in the
+    answer, or HH-RLHF's "\n\nHuman: ...\n\nAssistant: ..." text."""
+    if _blank(value):
+        return [], ""
+    if isinstance(value, (list, np.ndarray)) or (isinstance(value, str) and value.lstrip().startswith("[")):
+        try:
+            msgs = parse_messages(value, place, max_chars)
+        except DataError:
+            if isinstance(value, str):  # text that happens to start with "["
+                return [], _checked(value, place, max_chars)
+            raise
+        if not msgs:
+            return [], ""
+        if msgs[-1]["role"] != "assistant":
+            raise _Skip("no_answer")
+        return msgs[:-1], msgs[-1]["content"]
+    text = cell_text(value)
+    if HH_TURN.match(text.lstrip("\n")) and "Assistant:" in text:
+        turns = HH_TURN.split("\n\n" + text.lstrip("\n"))[1:]
+        msgs = [
+            {"role": "user" if who == "Human" else "assistant", "content": said.strip()}
+            for who, said in zip(turns[::2], turns[1::2], strict=True)
+        ]
+        if not msgs or msgs[-1]["role"] != "assistant":
+            raise _Skip("no_answer")
+        return msgs[:-1], _checked(msgs[-1]["content"], place, max_chars)
+    return [], _checked(text, place, max_chars)
+
+
+def _checked(text: str, place: str, max_chars: int) -> str:
+    if len(text) > max_chars:
+        raise DataError(_too_long_cell(place, len(text), max_chars))
+    return text.strip()
+
+
+def _prompt_messages(value: Any, place: str, max_chars: int) -> list[dict[str, str]]:
+    """A prompt cell → messages: text is one user message; a JSON list of messages is taken as it is."""
+    if _blank(value):
+        return []
+    if isinstance(value, (list, np.ndarray)) or (isinstance(value, str) and value.lstrip().startswith("[")):
+        try:
+            return parse_messages(value, place, max_chars)
+        except DataError:
+            if not isinstance(value, str):
+                raise
+    return [{"role": "user", "content": _checked(cell_text(value), place, max_chars)}]
+
+
+def _prompt_problem(msgs: list[dict[str, str]]) -> bool:
+    """A prompt must be (system,) user, assistant, user, ... ending with the user's turn."""
+    roles = [m["role"] for m in msgs]
+    body = roles[1:] if roles[0] == "system" else roles
+    return "system" in body or not body or body[-1] != "user" or body[0] != "user"
 
 
 def parse_messages(value: Any, place: str, max_chars: int | None = None) -> list[dict[str, str]]:
@@ -551,4 +823,45 @@ def example_parts(shape: str, row: dict, system_prompt: str = "") -> dict[str, A
         return {"prompt": prompt, "completion": [{"role": "assistant", "content": row["response"]}]}
     if shape == "chat":
         return {"messages": chat_messages(row["messages"], system_prompt)}
+    if shape in PREFERENCE_SHAPES:
+        answer = row["completion"] if shape == "feedback" else row[row.get("side") or "chosen"]
+        return {
+            "prompt": chat_messages(row["prompt"], system_prompt),
+            "completion": [{"role": "assistant", "content": answer}],
+        }
     return {"text": str(row["text"])}
+
+
+def preference_columns(frame: Any, shape: str, system_prompt: str = "") -> dict[str, list]:
+    """Stored preference or feedback rows → the conversational columns TRL's DPO/ORPO and KTO trainers read:
+    {"prompt": [[system?, user, ...]], "chosen": [[assistant]], "rejected": [[assistant]]}, or for KTO
+    "completion" and a boolean "label". A preference set given to KTO is unpaired: each chosen answer good, each
+    rejected one bad (as TRL's unpair_preference_dataset does)."""
+    prompts = [chat_messages(p, system_prompt) for p in frame["prompt"]]
+
+    def turn(text: str) -> list[dict[str, str]]:
+        return [{"role": "assistant", "content": text}]
+
+    if shape == "preference":
+        return {
+            "prompt": prompts,
+            "chosen": [turn(t) for t in frame["chosen"]],
+            "rejected": [turn(t) for t in frame["rejected"]],
+        }
+    if shape == "feedback":
+        return {
+            "prompt": prompts,
+            "completion": [turn(t) for t in frame["completion"]],
+            "label": [str(v) == "true" for v in frame["label"]],
+        }
+    raise ValueError(f"{shape!r} is not preference data")
+
+
+def unpaired(columns: dict[str, list]) -> dict[str, list]:
+    """Preference columns → KTO's: every pair becomes a good and a bad answer to the same prompt."""
+    n = len(columns["prompt"])
+    return {
+        "prompt": columns["prompt"] * 2,
+        "completion": columns["chosen"] + columns["rejected"],
+        "label": [True] * n + [False] * n,
+    }

@@ -17,7 +17,7 @@ from backend.core.status import JobStatus
 from backend.core.store import DatasetRecord, Store
 from backend.jobs import estimate
 from backend.jobs.accelerator import Accelerator
-from backend.jobs.config import Problem, RunConfig, max_length_for
+from backend.jobs.config import OBJECTIVE_SHAPES, Problem, RunConfig, max_length_for
 from backend.models import devices as hardware
 from backend.models import registry as models
 from backend.settings import Paths
@@ -248,6 +248,63 @@ class Admission:
             )
         ]
 
+    def objective_problems(self, record: DatasetRecord | None, config: RunConfig) -> list[Problem]:
+        """The objective against the dataset's shape, and the run to continue from (it exists, it finished with an
+        adapter, on the same base model)."""
+        problems = []
+        shape = _shape(record) if record is not None else None
+        wanted = OBJECTIVE_SHAPES[config.objective]
+        if shape is not None and shape not in wanted:
+            fits = [o for o, shapes in OBJECTIVE_SHAPES.items() if shape in shapes]
+            if config.objective == "sft":
+                fix = f"use objective {' or '.join(fits)} for this dataset, or pick a dataset of examples"
+            else:
+                fix = (
+                    "pick a dataset of preference pairs (prompt / chosen / rejected columns"
+                    + (", or answers marked good or bad" if config.objective == "kto" else "")
+                    + "), or make one from your blind-test votes in the Compare tab"
+                    + (f"; for this dataset use objective {' or '.join(fits)}" if fits else "")
+                )
+            problems.append(
+                Problem(
+                    "objective",
+                    config.objective,
+                    f"the dataset {record.name!r} holds {SHAPE_WORDS.get(shape, shape)}, and "
+                    f"{config.objective} trains on {' or '.join(SHAPE_WORDS[s] for s in wanted)}",
+                    fix,
+                )
+            )
+        if config.continue_from:
+            problem = self._continue_problem(config)
+            if problem:
+                problems.append(problem)
+        return problems
+
+    def _continue_problem(self, config: RunConfig) -> Problem | None:
+        from pathlib import Path
+
+        job = self.store.get_job(config.continue_from)
+        fix = "use the id of a finished run on the same base model (`tunedeck jobs` lists them), or leave it empty"
+        if job is None:
+            return Problem("continue_from", config.continue_from, "there is no run with this id", fix)
+        adapter = (job.result or {}).get("adapter_dir") or ""
+        if job.status is not JobStatus.SUCCEEDED or not adapter or not Path(adapter).is_dir():
+            return Problem(
+                "continue_from",
+                config.continue_from,
+                f"that run is {job.status.value} and has no finished adapter to start from",
+                fix,
+            )
+        base = job.config.get("base_model")
+        if base != config.base_model:
+            return Problem(
+                "continue_from",
+                config.continue_from,
+                f"that run trained {base!r}, and this run's base_model is {config.base_model!r}",
+                f"set base_model to {base}, or continue from a run on {config.base_model}",
+            )
+        return None
+
     def gpus_for(self, config: RunConfig) -> list[hardware.Gpu]:
         if config.device in ("cpu", "mps"):
             return []
@@ -295,6 +352,15 @@ class Admission:
         return [
             Problem("memory", f"{fit.need.total:.1f} GB", text.split(" Fix: ")[0], text.split(" Fix: ")[-1])
         ]
+
+
+SHAPE_WORDS = {
+    "prompt_response": "prompts with responses",
+    "chat": "conversations",
+    "text": "plain text",
+    "preference": "preference pairs (a better and a worse answer)",
+    "feedback": "answers marked good or bad",
+}
 
 
 def _shape(record) -> str:

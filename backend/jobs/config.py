@@ -17,6 +17,14 @@ from backend.errors import TuneDeckError
 from backend.models.registry import TINY_MODEL
 
 CUDA_OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit")
+PREFERENCE_OBJECTIVES = ("dpo", "orpo", "kto")
+# The dataset shapes each objective trains on (backend.data.shapes); a preference set gives KTO both kinds of answer.
+OBJECTIVE_SHAPES = {
+    "sft": ("prompt_response", "chat", "text"),
+    "dpo": ("preference",),
+    "orpo": ("preference",),
+    "kto": ("feedback", "preference"),
+}
 
 
 def _f(default: Any, help: str, fix: str, **constraints: Any) -> Any:
@@ -41,6 +49,32 @@ class RunConfig(BaseModel):
         "lora trains small adapter matrices on a 16/32-bit base; qlora loads the base in 4-bit (NF4, double "
         "quantization) to use about a quarter of the memory, at some cost in speed. qlora needs CUDA (or a CPU, slowly).",
         "use lora or qlora",
+    )
+    objective: Literal["sft", "dpo", "orpo", "kto"] = _f(
+        "sft",
+        "What the run learns from. sft: write the responses of your examples (supervised fine-tuning). dpo: prefer "
+        "the better of two answers (preference pairs), staying close to where it started; orpo: the same without "
+        "a reference model, learning the better answers at the same time (can start from the base model); kto: "
+        "answers marked good or bad, no pairs needed. Preference methods usually follow an sft run "
+        "(continue_from).",
+        "use sft, dpo, orpo or kto",
+    )
+    beta: float = _f(
+        0.1,
+        "Preference methods: how strongly the preference counts. dpo and kto: higher keeps the model closer to the "
+        "reference (0.1 is usual, 0.01-0.5); orpo: the weight of the preference term next to learning the better "
+        "answer (0.1 is usual). Ignored by sft.",
+        "use a positive number such as 0.1",
+        gt=0,
+        le=10,
+    )
+    continue_from: str = _f(
+        "",
+        "Start from the adapter of a finished run (its id) instead of a new one, e.g. a preference run after an sft "
+        "run. dpo and kto then measure change against that run's model, not the base. The run must have the same "
+        "base_model; its adapter's rank and layers are kept (lora_r, lora_alpha, target_modules and lora_layers "
+        "here are not used).",
+        "use the id of a finished run on the same base model (tunedeck jobs lists them), or leave it empty",
     )
     use_dora: bool = _f(
         False,
@@ -317,6 +351,16 @@ def _combination_problems(values: dict[str, Any]) -> list[Problem]:
 
     problems = []
     device, method, optimizer = get("device"), get("method"), get("optimizer")
+    if get("objective") in PREFERENCE_OBJECTIVES and get("batching") in ("padding_free", "packed"):
+        problems.append(
+            Problem(
+                "batching",
+                get("batching"),
+                f"{get('objective')} compares two answers to the same prompt, which TRL's preference trainers "
+                "batch padded",
+                "use batching auto (or padded, or grouped)",
+            )
+        )
     if method == "qlora" and device == "mps":
         problems.append(
             Problem(

@@ -13,6 +13,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+START_ADAPTER = (
+    "start-adapter"  # in a job folder: the copy of the adapter a run continues from (continue_from)
+)
+
 
 @dataclass
 class JobSpec:
@@ -23,7 +27,7 @@ class JobSpec:
     dataset_id: str
     dataset_path: str
     config: dict[str, Any]
-    shape: str = "prompt_response"  # the dataset's shape: prompt_response | chat | text
+    shape: str = "prompt_response"  # the dataset's shape (backend.data.shapes.SHAPES)
     resume_from: str = ""  # a checkpoint folder to continue from (a resumed or retried job)
     submitted_at: float = 0.0
 

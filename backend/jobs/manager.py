@@ -44,7 +44,14 @@ from backend.jobs import estimate
 from backend.jobs.accelerator import Accelerator
 from backend.jobs.admission import Admission, CpuEstimate, _shape
 from backend.jobs.config import ConfigError, Problem, RunConfig
-from backend.jobs.handoff import JobSpec, RunResult, checkpoint_step, last_checkpoint, read_result
+from backend.jobs.handoff import (
+    START_ADAPTER,
+    JobSpec,
+    RunResult,
+    checkpoint_step,
+    last_checkpoint,
+    read_result,
+)
 from backend.jobs.launch import default_worker_command
 from backend.models import devices as hardware
 from backend.models import registry as models
@@ -171,7 +178,8 @@ class Manager:
                 )
             )
             ref = None
-        if record is not None and ref is not None:
+        problems.extend(self.admission.objective_problems(record, config))
+        if record is not None and ref is not None and not problems:
             problems.extend(self.admission.length_problems(record, config))
         if not problems:
             problems.extend(self.admission.memory_problems(config, record, ref))
@@ -202,6 +210,26 @@ class Manager:
                 target = job_dir / "checkpoints" / resume_checkpoint.name
                 shutil.copytree(resume_checkpoint, target)
                 resume_from = str(target)
+            if config.continue_from:
+                # A copy of the adapter to start from, as with a checkpoint: the earlier run may be deleted meanwhile.
+                # A resumed or retried job takes the copy its first attempt had.
+                earlier = self.store.get_job(resumed_from or retry_of) if (resumed_from or retry_of) else None
+                source = Path(earlier.job_dir) / START_ADAPTER if earlier else None
+                if source is None or not source.is_dir():
+                    run = self.store.get_job(config.continue_from)
+                    source = Path((run.result or {}).get("adapter_dir") or "") if run else None
+                if source is None or not source.is_dir():
+                    raise ConfigError(
+                        [
+                            Problem(
+                                "continue_from",
+                                config.continue_from,
+                                "the adapter of that run is gone",
+                                "continue from another finished run, or leave continue_from empty",
+                            )
+                        ]
+                    )
+                shutil.copytree(source, job_dir / START_ADAPTER)
             JobSpec(
                 job_id,
                 str(self.paths.home),

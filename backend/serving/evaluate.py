@@ -6,6 +6,13 @@ eval loss and perplexity of the reference answer, ROUGE-L (Google's ``rouge-scor
 (``sacrebleu``), and exact match. One base model is loaded; the adapter is switched off for the base's answers.
 Results go to ``eval.json`` and ``eval_examples.csv`` in the run's folder, so the Runs and Compare tabs and
 ``tunedeck eval`` show the same numbers.
+
+A run on preference data (DPO, ORPO, KTO) is scored on the held-out pairs' better answers as above, and also by
+two measures of preference: the *preference accuracy* of each model (how often it finds the better answer more
+likely than the worse one, per token: the log-likelihood judge) and a *win rate* of tuned against base, judged
+automatically (no other LLM is available offline): for each held-out prompt both models answer, and the answer that
+is closer to the better answer than to the worse one (ROUGE-L to the better minus ROUGE-L to the worse) wins; a
+difference under 0.02 is a tie. Ties count half, as in the blind test's win rates.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ from backend.errors import TuneDeckError
 from backend.settings import Paths
 
 METRICS = ("eval_loss", "perplexity", "rougeL", "bleu", "chrf", "exact_match")
+PREF_METRICS = ("pref_accuracy",)  # preference data only
+JUDGE_TIE = 0.02  # judge scores closer than this are a tie
 DEFAULT_LIMIT = 64
 PROGRESS_PREFIX = "scored "  # `tunedeck eval` prints "scored 8 of 32 answers" lines on stderr as it goes
 SCORE_BATCH = 8  # answers generated together: on 2 CPU cores a batch of 8 costs ~2x one answer, not 8x
@@ -44,16 +53,57 @@ class EvalResult:
     tuned: dict[str, float]
     seconds: float
     examples: list[dict[str, Any]] = field(default_factory=list)
+    judge: dict[str, Any] = field(
+        default_factory=dict
+    )  # preference data: the automatic judge's tuned-vs-base tally
 
     def summary(self) -> str:
         rows = [
             f"{self.run_id} on {self.n_examples} examples ({self.source}):",
             f"{'metric':<12} {'base':>10} {'fine-tuned':>11}",
         ]
-        for m in METRICS:
+        for m in METRICS + PREF_METRICS:
             b, t = self.base.get(m), self.tuned.get(m)
+            if b is None and t is None:
+                continue
             rows.append(f"{m:<12} {fmt_score(b):>10} {fmt_score(t):>11}")
+        if self.judge:
+            rows.append(judge_line(self.judge))
         return "\n".join(rows)
+
+
+def judge_line(judge: dict[str, Any]) -> str:
+    return (
+        f"automatic judge, fine-tuned vs base: win rate {judge['win_rate']:.0%} ({judge['wins']} wins, "
+        f"{judge['ties']} ties, {judge['losses']} losses on {judge['games']} prompts)"
+    )
+
+
+def judge_score(answer: str, chosen: str, rejected: str) -> float:
+    """How much closer ``answer`` is to the better answer than to the worse one (ROUGE-L F1 difference, -1..1)."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    return float(
+        scorer.score(chosen, answer)["rougeL"].fmeasure - scorer.score(rejected, answer)["rougeL"].fmeasure
+    )
+
+
+def judge_tally(tuned: list[float], base: list[float]) -> dict[str, Any]:
+    """Wins, ties and losses of tuned against base from per-prompt judge scores; ties count half."""
+    wins = sum(t - b > JUDGE_TIE for t, b in zip(tuned, base, strict=True))
+    losses = sum(b - t > JUDGE_TIE for t, b in zip(tuned, base, strict=True))
+    games = len(tuned)
+    ties = games - wins - losses
+    return {
+        "wins": wins,
+        "losses": losses,
+        "ties": ties,
+        "games": games,
+        "win_rate": (wins + 0.5 * ties) / games if games else float("nan"),
+        "how": "closer to the better answer than to the worse one (ROUGE-L difference); under "
+        f"{JUDGE_TIE} apart is a tie",
+    }
 
 
 def fmt_score(v: float | None) -> str:
@@ -124,7 +174,22 @@ def held_out_count(store: Store, job: JobRecord) -> int:
 def held_out_examples(
     store: Store, job: JobRecord, limit: int = DEFAULT_LIMIT, seed: int = 0
 ) -> tuple[list[tuple[list[dict[str, str]], str]], str]:
-    """([(prompt messages, reference answer)], where they came from)."""
+    """([(prompt messages, reference answer)], where they came from). Preference data: the better answer is the
+    reference (feedback data: its good answers); ``held_out_pairs`` gives the worse ones too."""
+    examples, _, source = _held_out(store, job, limit, seed)
+    return examples, source
+
+
+def held_out_pairs(
+    store: Store, job: JobRecord, limit: int = DEFAULT_LIMIT, seed: int = 0
+) -> tuple[list[tuple[list[dict[str, str]], str]], list[str], str]:
+    """Preference data: ([(prompt, better answer)], [worse answer], source); the worse list is empty otherwise."""
+    return _held_out(store, job, limit, seed)
+
+
+def _held_out(
+    store: Store, job: JobRecord, limit: int, seed: int
+) -> tuple[list[tuple[list[dict[str, str]], str]], list[str], str]:
     import pandas as pd
 
     record = store.get_dataset(job.dataset_id)
@@ -139,6 +204,8 @@ def held_out_examples(
             "This run was trained on raw text (continued pre-training): there are no prompts and "
             "reference answers to score. Its eval loss is in the Runs tab."
         )
+    if shape == "feedback":  # only the good answers are references; there are no pairs
+        frame = frame[frame["label"] == "true"].reset_index(drop=True)
     if "split" in frame.columns and (frame["split"] == "validation").any():
         rows, source = frame[frame["split"] == "validation"], "the validation split"
     else:
@@ -148,10 +215,21 @@ def held_out_examples(
         )
     picked = sorted(random.Random(seed).sample(range(len(rows)), min(limit, len(rows))))
     system = job.config.get("system_prompt", "")
-    out = []
+    out, worse = [], []
     for i in picked:
         row = rows.iloc[i]
-        if shape == "chat":
+        if shape in ("preference", "feedback"):
+            from backend.data.shapes import chat_messages
+
+            out.append(
+                (
+                    chat_messages(row["prompt"], system),
+                    row["chosen" if shape == "preference" else "completion"],
+                )
+            )
+            if shape == "preference":
+                worse.append(row["rejected"])
+        elif shape == "chat":
             from backend.data.shapes import chat_messages
 
             messages = chat_messages(row["messages"], system)  # with the system prompt it was trained with
@@ -163,7 +241,7 @@ def held_out_examples(
                 {"role": "user", "content": row["prompt"]}
             ]
             out.append((msgs, row["response"]))
-    return out, source
+    return out, worse, source
 
 
 # -- running it --------------------------------------------------------------------------------------------------
@@ -173,11 +251,28 @@ def reference_loss(
     loaded: Any, examples: list[tuple[list[dict[str, str]], str]], batch_size: int = SCORE_BATCH
 ) -> float:
     """Token-weighted mean loss of the reference answers given their prompts (prompt tokens masked), in batches."""
+    total, count = _losses(loaded, examples, batch_size, per_example=False)
+    return total / count if count else float("nan")
+
+
+def answer_losses(
+    loaded: Any, examples: list[tuple[list[dict[str, str]], str]], batch_size: int = SCORE_BATCH
+) -> list[float]:
+    """Each answer's mean loss per token given its prompt (lower: the model finds it more likely)."""
+    return _losses(loaded, examples, batch_size, per_example=True)
+
+
+def preference_accuracy(better: list[float], worse: list[float]) -> float:
+    """The share of pairs whose better answer the model finds more likely per token (a lower mean loss)."""
+    return sum(b < w for b, w in zip(better, worse, strict=True)) / len(better) if better else float("nan")
+
+
+def _losses(loaded: Any, examples: list, batch_size: int, *, per_example: bool) -> Any:
     import torch
 
     tok, model = loaded.tokenizer, loaded.model
-    seqs: list[tuple[list[int], list[int]]] = []
-    for prompt, reference in examples:
+    seqs: list[tuple[list[int], list[int], int]] = []
+    for k, (prompt, reference) in enumerate(examples):
         p_ids = tok.apply_chat_template(prompt, add_generation_prompt=True, return_dict=True)["input_ids"]
         full = list(
             tok.apply_chat_template(prompt + [{"role": "assistant", "content": reference}], return_dict=True)[
@@ -185,24 +280,30 @@ def reference_loss(
             ]
         )
         if len(full) > len(p_ids):
-            seqs.append((full, [-100] * len(p_ids) + full[len(p_ids) :]))
+            seqs.append((full, [-100] * len(p_ids) + full[len(p_ids) :], k))
     seqs.sort(key=lambda s: len(s[0]))  # similar lengths together: little padding
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     total, count = 0.0, 0
+    each = [float("nan")] * len(examples)
     for i in range(0, len(seqs), batch_size):
         chunk = seqs[i : i + batch_size]
-        width = max(len(ids) for ids, _ in chunk)
-        ids = torch.tensor([s + [pad] * (width - len(s)) for s, _ in chunk], device=model.device)
-        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s, _ in chunk], device=model.device)
-        labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in chunk], device=model.device)
+        width = max(len(ids) for ids, _, _ in chunk)
+        ids = torch.tensor([s + [pad] * (width - len(s)) for s, _, _ in chunk], device=model.device)
+        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s, _, _ in chunk], device=model.device)
+        labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab, _ in chunk], device=model.device)
         with torch.inference_mode():
             logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
             target = labels[:, 1:]
             keep = target != -100  # only the reference answer's positions, in fp32: a fraction of the logits
-            loss = torch.nn.functional.cross_entropy(logits[keep].float(), target[keep], reduction="sum")
-        total += float(loss)
+            loss = torch.nn.functional.cross_entropy(logits[keep].float(), target[keep], reduction="none")
+        total += float(loss.sum())
         count += int(keep.sum())
-    return total / count if count else float("nan")
+        if per_example:
+            rows = keep.nonzero()[:, 0]
+            sums = torch.zeros(len(chunk)).index_add_(0, rows.cpu(), loss.detach().float().cpu())
+            for j, (_, _, k) in enumerate(chunk):
+                each[k] = float(sums[j] / max(int(keep[j].sum()), 1))
+    return each if per_example else (total, count)
 
 
 def evaluate_run(
@@ -282,9 +383,10 @@ def score(
     from backend.serving.generate import generate_batch
 
     t0 = time.monotonic()
-    examples, source = held_out_examples(store, job, limit)
+    examples, worse, source = held_out_pairs(store, job, limit)
     answers: dict[str, list[str]] = {}
     losses: dict[str, float] = {}
+    accuracy: dict[str, float] = {}
     done, total = 0, 2 * len(examples)
     for side, adapter_dir in (("base", None), ("tuned", adapter)):
         loaded, mode = pool.use(job.config["base_model"], adapter_dir, like=adapter)
@@ -306,6 +408,12 @@ def score(
                 if on_progress is not None:
                     on_progress(done, total)
             losses[side] = reference_loss(loaded, examples)
+            if worse:
+                better_loss = answer_losses(loaded, examples)
+                worse_loss = answer_losses(
+                    loaded, [(p, w) for (p, _), w in zip(examples, worse, strict=True)]
+                )
+                accuracy[side] = preference_accuracy(better_loss, worse_loss)
     refs = [r for _, r in examples]
     sides = {}
     for side in ("base", "tuned"):
@@ -315,7 +423,15 @@ def score(
             "eval_loss": loss,
             "perplexity": math.exp(loss) if math.isfinite(loss) else float("nan"),
             **scores,
+            **({"pref_accuracy": accuracy[side]} if side in accuracy else {}),
         }
+    judge: dict[str, Any] = {}
+    if worse:
+        judged = {
+            side: [judge_score(a, r, w) for a, r, w in zip(answers[side], refs, worse, strict=True)]
+            for side in ("base", "tuned")
+        }
+        judge = judge_tally(judged["tuned"], judged["base"])
     rows = []
     for (prompt, ref), b, t in zip(examples, answers["base"], answers["tuned"], strict=True):
         sb, st = score_pair(b, ref), score_pair(t, ref)
@@ -338,6 +454,7 @@ def score(
         sides["tuned"],
         round(time.monotonic() - t0, 2),
         rows,
+        judge,
     )
     save(result, Path(job.job_dir))
     return result
@@ -359,6 +476,7 @@ LABELS = {
     "bleu": "BLEU ↑",
     "chrf": "chrF ↑",
     "exact_match": "exact match ↑",
+    "pref_accuracy": "prefers the better answer ↑",
 }
 # What each score measures, and what to trust it for: shown beside every scores table.
 ABOUT = {
@@ -369,6 +487,8 @@ ABOUT = {
     "chrf": "0-100: shared letter sequences; forgiving of word forms, and it can drop when answers get shorter "
     "and more to the point even as they get better",
     "exact_match": "0-1: the share of answers identical to the reference; only for short fixed answers",
+    "pref_accuracy": "0-1: how often the model finds the better answer of a held-out pair more likely than the "
+    "worse one, per token (0.5 is a coin toss)",
 }
 
 
@@ -381,10 +501,14 @@ def scores_markdown(data: dict[str, Any]) -> str:
         "| | base | fine-tuned |",
         "|---|---:|---:|",
     ]
-    for m in METRICS:
+    for m in METRICS + PREF_METRICS:
+        if m in PREF_METRICS and m not in data["tuned"]:
+            continue
         lines.append(
             f"| {LABELS[m]} | {fmt_score(data['base'].get(m))} | {fmt_score(data['tuned'].get(m))} |"
         )
+    if data.get("judge"):
+        lines += ["", judge_line(data["judge"]) + f"; the judge: {data['judge']['how']}."]
     return "\n".join(lines)
 
 

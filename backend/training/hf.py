@@ -162,3 +162,96 @@ def sft_kwargs(
         ddp_find_unused_parameters=False if cfg.num_devices > 1 else None,
         remove_unused_columns=False,  # our datasets hold only what the collator and the sampler read
     )
+
+
+# -- preference methods ------------------------------------------------------------------------------------------
+
+# Settings of SFTConfig that TRL's preference configs do not have (each trainer tokenizes its own data).
+_SFT_ONLY = ("packing", "padding_free", "dataset_kwargs", "completion_only_loss", "truncation_mode")
+
+
+def preference_kwargs(
+    cfg: RunConfig, caps: DeviceCaps, output_dir: str, *, eval_every: int | None = None
+) -> dict[str, Any]:
+    """The settings shared with SFT (schedule, precision, checkpoints, logging, optimizer) plus the preference ones.
+
+    TRL's preference trainers tokenize the prompt and both answers themselves from the conversational columns
+    (``shapes.preference_columns``) and batch them padded, so batching is always padded and max_length is theirs
+    to apply (keeping the start, like SFT)."""
+    kw = sft_kwargs(
+        cfg.updated(batching="padded"), caps, output_dir, eval_every=eval_every, pretokenized=False
+    )
+    for key in _SFT_ONLY:
+        kw.pop(key, None)
+    kw.update(beta=cfg.beta, max_length=cfg.max_length, remove_unused_columns=True)
+    return kw
+
+
+def kto_weights(n_good: int, n_bad: int) -> tuple[float, float]:
+    """(desirable_weight, undesirable_weight) that balance unequal numbers of good and bad answers: the KTO paper
+    keeps desirable_weight * n_good / (undesirable_weight * n_bad) between 1 and 4/3; we weigh the rarer kind up."""
+    if not n_good or not n_bad or n_good == n_bad:
+        return 1.0, 1.0
+    if n_good < n_bad:
+        return round(n_bad / n_good, 4), 1.0
+    return 1.0, round(n_good / n_bad, 4)
+
+
+def preference_config(
+    cfg: RunConfig,
+    caps: DeviceCaps,
+    output_dir: str,
+    *,
+    eval_every: int | None = None,
+    kto_counts: tuple[int, int] = (0, 0),
+) -> Any:
+    """TRL's DPOConfig, ORPOConfig or KTOConfig for ``cfg.objective``. ORPO lives in trl.experimental in TRL 1.x."""
+    kw = preference_kwargs(cfg, caps, output_dir, eval_every=eval_every)
+    if cfg.objective == "dpo":
+        from trl import DPOConfig
+
+        return DPOConfig(**kw, truncation_mode="keep_start")
+    if cfg.objective == "orpo":
+        _quiet_experimental()
+        from trl.experimental.orpo import ORPOConfig
+
+        return ORPOConfig(**{**kw, "remove_unused_columns": False})  # its collator reads the raw columns
+    if cfg.objective == "kto":
+        from trl import KTOConfig
+
+        good, bad = kto_weights(*kto_counts)
+        # KTO's KL term pairs each answer with its neighbour in a fixed-order batch: TRL needs sequential sampling,
+        # so the recipe shuffles the rows once (seeded) instead.
+        kw["train_sampling_strategy"] = "sequential"
+        return KTOConfig(**kw, desirable_weight=good, undesirable_weight=bad)
+    raise ValueError(f"{cfg.objective!r} is not a preference objective")
+
+
+def trainer_class(objective: str) -> Any:
+    """The TRL trainer that runs ``objective``."""
+    if objective == "sft":
+        from trl import SFTTrainer
+
+        return SFTTrainer
+    if objective == "dpo":
+        from trl import DPOTrainer
+
+        return DPOTrainer
+    if objective == "orpo":
+        _quiet_experimental()
+        from trl.experimental.orpo import ORPOTrainer
+
+        return ORPOTrainer
+    if objective == "kto":
+        from trl import KTOTrainer
+
+        return KTOTrainer
+    raise ValueError(f"unknown objective {objective!r}")
+
+
+def _quiet_experimental() -> None:
+    """TRL warns at every import from trl.experimental; ORPO lives there in TRL 1.x, which we pin, and our tests
+    of ORPO runs are how we notice a change (the warning would only fill every ORPO run's log)."""
+    import os
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")

@@ -1,4 +1,10 @@
-"""The training recipe: one run of LoRA / QLoRA fine-tuning with TRL's SFTTrainer, read top to bottom.
+"""The training recipe: one run of LoRA / QLoRA fine-tuning with TRL's trainers, read top to bottom.
+
+The objective picks the trainer: SFTTrainer (sft) on our pre-tokenized examples, or TRL's DPOTrainer, ORPOTrainer
+or KTOTrainer on preference data, which they tokenize themselves. Everything else (device, model, adapter,
+checkpoints, cancel, resume, progress, scoring) is the same for all of them. A run may start from the adapter of a
+finished run (``continue_from``): the manager copies it into the job folder; DPO and KTO then use that adapter,
+frozen, as their reference (TRL loads a copy of it under the name "ref"), so no second model is in memory.
 
 ``Recipe.setup()`` prepares, in dependency order, the device, the model, the data and the trainer; ``train()``
 runs it and saves the adapter (also when cancelled); the result goes to ``result.json`` via the worker. Progress
@@ -28,8 +34,8 @@ from typing import Any
 from backend.core.store import Store
 from backend.errors import OOM_FIX, RunFailed, explain, is_out_of_memory
 from backend.jobs import estimate
-from backend.jobs.config import RunConfig
-from backend.jobs.handoff import JobSpec, RunResult, checkpoint_step, last_checkpoint
+from backend.jobs.config import PREFERENCE_OBJECTIVES, RunConfig
+from backend.jobs.handoff import START_ADAPTER, JobSpec, RunResult, checkpoint_step, last_checkpoint
 from backend.models import devices
 from backend.settings import Paths
 
@@ -46,6 +52,16 @@ CHARTED = (
     "entropy",
     "eval_loss",
     "eval_mean_token_accuracy",
+    # preference methods: the implied rewards of the better and the worse answer, their gap, and how often the better
+    # one is ahead (TRL logs these for DPO and ORPO; KTO logs rewards and margins, no accuracy)
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/margins",
+    "rewards/accuracies",
+    "eval_rewards/chosen",
+    "eval_rewards/rejected",
+    "eval_rewards/margins",
+    "eval_rewards/accuracies",
 )
 
 
@@ -316,6 +332,7 @@ class Recipe:
         self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
         self.trainer: Any = None
         self.model_shape: Any = None
+        self.kto_counts = (0, 0)  # KTO: good and bad training answers
         self.heartbeat = Heartbeat(store, spec.job_id, enabled=self.is_main)
 
     @property
@@ -411,10 +428,21 @@ class Recipe:
         self.model.train()
         if quant is not None and self.caps.kind == "cpu":
             guard_bnb_cpu(self.model)
+        start = self.job_dir / START_ADAPTER
+        if start.is_dir():  # continue_from: train on from that run's adapter
+            from peft import PeftModel
+
+            log.info("starting from the adapter of %s", self.cfg.continue_from)
+            self.model = PeftModel.from_pretrained(self.model, str(start), is_trainable=True)
+            self.model.train()
 
     def _setup_data(self) -> None:
         from backend.models import registry as models
         from backend.training import prepare
+
+        if self.cfg.objective in PREFERENCE_OBJECTIVES:
+            self._setup_preference_data()
+            return
 
         prepared = prepare.prepare(
             self.spec.dataset_path,
@@ -454,9 +482,51 @@ class Recipe:
         rows_per_example = len(self.train_dataset) / max(s.n_train, 1)
         self.total_steps = estimate.planned_steps(self.cfg, s.n_train, self.world_size, rows_per_example)
 
+    def _setup_preference_data(self) -> None:
+        """The dataset's preference rows as the conversational columns TRL's DPO, ORPO and KTO trainers read."""
+        import pandas as pd
+        from datasets import Dataset
+
+        from backend.data import shapes
+
+        frame = pd.read_parquet(self.spec.dataset_path)
+        parts: dict[str, Any] = {}
+        for split in ("train", "validation"):
+            rows = frame[frame["split"] == split]
+            if not len(rows):
+                parts[split] = None
+                continue
+            cols = shapes.preference_columns(rows, self.spec.shape, self.cfg.system_prompt)
+            if self.cfg.objective == "kto" and self.spec.shape == "preference":
+                cols = shapes.unpaired(cols)
+            parts[split] = Dataset.from_dict(cols)
+            if (
+                self.cfg.objective == "kto"
+            ):  # it samples in order (see hf.preference_config): mix good and bad
+                parts[split] = parts[split].shuffle(seed=self.cfg.seed)
+        self.train_dataset, self.eval_dataset = parts["train"], parts["validation"]
+        if self.cfg.objective == "kto":
+            labels = self.train_dataset["label"]
+            self.kto_counts = (sum(labels), len(labels) - sum(labels))
+            if not all(self.kto_counts):
+                raise RunFailed(
+                    "KTO needs answers marked good and answers marked bad, and every training answer of this "
+                    f"dataset is {'good' if self.kto_counts[0] else 'bad'}. Fix: add answers of the other kind."
+                )
+        self.stats = None
+        self.batching = "padded"
+        log.info(
+            "dataset %s (%s) for %s: %d training and %d validation examples",
+            self.spec.dataset_id,
+            self.spec.shape,
+            self.cfg.objective,
+            len(self.train_dataset),
+            len(self.eval_dataset) if self.eval_dataset is not None else 0,
+        )
+        self.total_steps = estimate.planned_steps(self.cfg, len(self.train_dataset), self.world_size, 1.0)
+
     def _setup_trainer(self) -> None:
         from transformers.trainer_callback import PrinterCallback
-        from trl import SFTTrainer
 
         from backend.training import hf
 
@@ -465,17 +535,26 @@ class Recipe:
         self.callback = make_store_callback(
             self.store, self.spec.job_id, self.stop, submitted_at=self.spec.submitted_at
         )
+        output_dir = str(self.job_dir / "checkpoints")
         try:
-            args = hf.sft_config(cfg, self.caps, str(self.job_dir / "checkpoints"), eval_every=eval_every)
+            if cfg.objective == "sft":
+                args = hf.sft_config(cfg, self.caps, output_dir, eval_every=eval_every)
+            else:
+                args = hf.preference_config(
+                    cfg, self.caps, output_dir, eval_every=eval_every, kto_counts=self.kto_counts
+                )
         except hf.UnsupportedOnDevice as exc:
             raise RunFailed(str(exc)) from None
-        self.trainer = SFTTrainer(
+        from peft import PeftModel
+
+        continuing = isinstance(self.model, PeftModel)  # continue_from: the adapter is there already
+        self.trainer = hf.trainer_class(cfg.objective)(
             model=self.model,
             args=args,
             train_dataset=self.train_dataset,
             eval_dataset=self.eval_dataset,
             processing_class=self.tokenizer,
-            peft_config=hf.lora_config(cfg, *_blocks(self.model)),
+            peft_config=None if continuing else hf.lora_config(cfg, *_blocks(self.model)),
             callbacks=[self.callback],
         )
         # Our callback logs each step with the job id; the Trainer's own printer would log it a second time.
@@ -548,7 +627,11 @@ class Recipe:
             "resumed_from_step": resume_step,
             "checkpoint": str(checkpoint) if checkpoint else "",
             "first_step_at": self.callback.first_step_at,
-            "dataset": {k: v for k, v in asdict(self.stats).items() if k != "lengths_sample"},
+            "objective": self.cfg.objective,
+            "continued_from": self.cfg.continue_from,
+            "dataset": {k: v for k, v in asdict(self.stats).items() if k != "lengths_sample"}
+            if self.stats is not None
+            else {"n_train": len(self.train_dataset), "n_eval": len(self.eval_dataset or [])},
             "peak_rss_mb": _peak_rss_mb(),
             "train_runtime": output.metrics.get(
                 "train_runtime"
