@@ -6,6 +6,7 @@
     tunedeck train DATASET [--preset P] [--set key=value ...] [--wait]
     tunedeck jobs | show JOB | cancel JOB | resume JOB [--set key=value ...] [--wait]
     tunedeck generate (JOB | --base MODEL) --prompt TEXT [--max-new-tokens N] [--temperature T]
+    tunedeck votes list | export [--name N]
 
 Every command takes ``--json``. Failures exit non-zero with the message on stderr. It works with or without the app
 running: jobs are run by the app's scheduler, or by a background one this command starts (never two at once).
@@ -67,6 +68,10 @@ def cmd_data_add(args: argparse.Namespace) -> int:
         "context": args.context_col,
         "messages": args.messages_col,
         "text": args.text_col,
+        "chosen": args.chosen_col,
+        "rejected": args.rejected_col,
+        "completion": args.completion_col,
+        "label": args.label_col,
     }
     mapping = {k: (None if v.lower() == "none" else v) for k, v in cols.items() if v is not None}
     show_progress = sys.stderr.isatty() and not args.json
@@ -528,6 +533,57 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _short(text: str, n: int) -> str:
+    """One line of at most ``n`` characters, for a table cell."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= n else line[: n - 1] + "…"
+
+
+def cmd_votes_list(args: argparse.Namespace) -> int:
+    from backend.core.store import VoteStore
+    from backend.serving.votes import counts_text, preference_rows, vote_view
+
+    _, store, _ = _ctx()
+    votes = VoteStore(store).votes()
+    rows = [vote_view(v) for v in votes]
+    if not rows:
+        _out(args, rows, "No blind-test votes yet. Vote in the web app: Compare > Blind test.")
+        return 0
+    table = [("time", "prompt", "A", "B", "winner", "better answer")] + [
+        (
+            r["time"].replace("T", " ")[:16],
+            _short(r["prompt"], 40),
+            r["a"],
+            r["b"],
+            r["winner"],
+            "yes" if r["better_answer"] else "no",
+        )
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in table
+    ]
+    _, counts = preference_rows(votes)
+    lines.append(f"\n{counts_text(counts)} Make a dataset of them: tunedeck votes export")
+    _out(args, rows, "\n".join(lines))
+    return 0
+
+
+def cmd_votes_export(args: argparse.Namespace) -> int:
+    from backend.serving.votes import counts_text, export_votes
+
+    paths, store, _ = _ctx()
+    record, report, counts = export_votes(store, paths, name=args.name)
+    _out(
+        args,
+        views.dataset_view(record) | {"report": report.as_dict(), "votes": counts},
+        f"Added dataset {record.name} ({record.id}), shape {record.info['shape']}: {counts_text(counts)} "
+        f"Import: {report.summary()}" + "".join(f"\nnote: {n}" for n in report.notes),
+    )
+    return 0
+
+
 def cmd_manager(args: argparse.Namespace) -> int:
     import logging
 
@@ -568,7 +624,10 @@ def build_parser() -> argparse.ArgumentParser:
     da.add_argument("file")
     da.add_argument("--name")
     da.add_argument(
-        "--shape", choices=["prompt_response", "chat", "text"], help="default: detected from the file"
+        "--shape",
+        choices=["prompt_response", "chat", "text", "preference", "feedback"],
+        help="default: detected from the file. preference: a better and a worse answer per prompt (DPO, ORPO); "
+        "feedback: answers marked good or bad (KTO)",
     )
     for col, what in (
         ("prompt", "the prompt"),
@@ -577,6 +636,10 @@ def build_parser() -> argparse.ArgumentParser:
         ("context", "a context/input added to the prompt"),
         ("messages", "the conversations (chat)"),
         ("text", "the text (plain-text shape)"),
+        ("chosen", "the better answers (preference)"),
+        ("rejected", "the worse answers (preference)"),
+        ("completion", "the answers (feedback)"),
+        ("label", "good/bad marks (feedback)"),
     ):
         da.add_argument(f"--{col}-col", metavar="COLUMN", help=f"column with {what}; 'none' for no column")
     da.add_argument("--sheet", help="Excel: the sheet to read (default: the first)")
@@ -734,6 +797,20 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--temperature", type=float, default=0.0)
     cp.add_argument("--seed", type=int, default=0)
     cp.set_defaults(func=cmd_compare)
+
+    vo = sub.add_parser(
+        "votes", parents=[common], help="the Compare tab's blind-test votes, and a dataset of them"
+    )
+    vos = vo.add_subparsers(dest="votes_cmd", required=True)
+    vol = vos.add_parser("list", parents=[common], help="every vote: the prompt, A, B, who won")
+    vol.set_defaults(func=cmd_votes_list)
+    voe = vos.add_parser(
+        "export",
+        parents=[common],
+        help="save the votes as a preference dataset (better and worse answer per prompt) for dpo or orpo",
+    )
+    voe.add_argument("--name", help="the dataset's name (default: votes-<today's date>)")
+    voe.set_defaults(func=cmd_votes_export)
 
     m = sub.add_parser("manager", parents=[common], help="run the job scheduler (the app runs one itself)")
     m.add_argument("--until-idle", action="store_true", help="exit when nothing is queued or running")

@@ -171,7 +171,8 @@ def test_side_charts_wait_for_two_points(ctx, store):
         c["visible"] is False for c in runs_tab.job_charts(job.id, ctx)
     )  # one point: no 6-decimal axis
     store.add_metrics(job.id, 2, {"learning_rate": 0.02})
-    charts = dict(zip([n for n, _ in runs_tab.SIDE_CHARTS], runs_tab.job_charts(job.id, ctx), strict=True))
+    names = [n for n, _ in runs_tab.SIDE_CHARTS + runs_tab.PREF_CHARTS] + ["rewards"]
+    charts = dict(zip(names, runs_tab.job_charts(job.id, ctx), strict=True))
     assert charts["learning_rate"]["visible"] is True and charts["grad_norm"]["visible"] is False
 
 
@@ -206,7 +207,7 @@ def test_the_scores_slider_offers_only_the_held_out_rows_there_are(ctx, status, 
 def test_scores_say_what_each_measures_and_the_example_table_is_readable(ctx):
     from backend.serving import evaluate
 
-    assert set(evaluate.ABOUT) == set(evaluate.METRICS)
+    assert set(evaluate.ABOUT) == set(evaluate.METRICS + evaluate.PREF_METRICS)
     full = pd.DataFrame(
         [
             {

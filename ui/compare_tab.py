@@ -19,11 +19,13 @@ import pandas as pd
 from backend import supervisor
 from backend.core.status import JobStatus
 from backend.core.store import VoteStore
+from backend.errors import TuneDeckError, explain
 from backend.jobs import handoff
 from backend.serving import evaluate
 from backend.serving.modelclient import ModelServerError
+from backend.serving.votes import counts_text, export_votes, win_rate_history
 from ui.context import AppContext
-from ui.style import curve_frame, error_md, ok_md
+from ui.style import LINE_COLOURS, curve_frame, error_md, ok_md
 from ui.train_tab import LABELS
 
 MAX_COLUMNS = 4
@@ -152,10 +154,38 @@ def _columns(labels: list[str], texts: list[str]) -> list[dict]:
 # -- blind test ----------------------------------------------------------------------------------------------------
 
 
+# The blind test's decoding, passed to the model server and stored with every vote: greedy, so that an answer is
+# the model's own best and a vote can be reproduced.
+BLIND_DECODING = {
+    "max_new_tokens": 128,
+    "temperature": 0.0,
+    "top_p": 1.0,
+    "repetition_penalty": 1.0,
+    "seed": 0,
+}
+
+
+def _model(name: str, base: str, adapter_dir: str | None, ctx: AppContext) -> dict[str, Any]:
+    """Which model a contestant is, stored with the vote: the base model id, and for a run its id, adapter and the
+    run's own system prompt (used when the blind test's system prompt is empty)."""
+    if name == BASE:
+        return {"base_model": base, "run": None, "adapter_dir": None}
+    job = ctx.store.get_job(name)
+    own = (job.config.get("system_prompt") or "") if job else ""
+    return {"base_model": base, "run": name, "adapter_dir": adapter_dir, "system_prompt": own}
+
+
 def blind_pair(
-    left: str | None, right: str | None, prompt: str, ctx: AppContext, rng_seed: int | None = None
+    left: str | None,
+    right: str | None,
+    prompt: str,
+    ctx: AppContext,
+    rng_seed: int | None = None,
+    system: str | None = "",
 ):
-    """Two answers with hidden labels. Returns (message, answer A, answer B, hidden order as JSON)."""
+    """Two answers with hidden labels. Returns (message, answer A, answer B, hidden state as JSON). The hidden
+    state keeps everything the vote stores: who was A and B, the prompt and system prompt, both answers, both
+    models and the decoding."""
     if not left or not right or left == right or not (prompt or "").strip():
         return error_md("Pick two different contestants and type a prompt."), "", "", ""
     who = [left, right]
@@ -167,26 +197,55 @@ def blind_pair(
     by_name = dict(zip(runs, adapters, strict=True))
     random.Random(rng_seed).shuffle(who)
     columns = [by_name.get(w) for w in who]
+    system = (system or "").strip()
+    messages = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": prompt})
     texts = ["", ""]
     try:
-        for latest in ctx.models.compare(
-            base, columns, [{"role": "user", "content": prompt}], max_new_tokens=128
-        ):
+        for latest in ctx.models.compare(base, columns, messages, **BLIND_DECODING):
             texts = latest
     except ModelServerError as exc:
         return error_md(str(exc)), "", "", ""
-    hidden = json.dumps({"a": who[0], "b": who[1], "prompt": prompt})
+    hidden = json.dumps(
+        {
+            "a": who[0],
+            "b": who[1],
+            "prompt": prompt,
+            "system": system,
+            "answers": texts,
+            "models": [_model(w, base, by_name.get(w), ctx) for w in who],
+            "decoding": BLIND_DECODING,
+        }
+    )
     return ok_md("Which answer is better? The names are hidden until you vote."), texts[0], texts[1], hidden
 
 
-def vote(choice: str, hidden: str, ctx: AppContext) -> tuple[str, pd.DataFrame, str]:
-    """Record a vote ("A", "B" or "tie"); reveal who was who; return the win-rate table."""
+def vote(choice: str, hidden: str, ctx: AppContext, better: str | None = "") -> tuple[str, pd.DataFrame, str]:
+    """Record a vote ("A", "B" or "tie") with what was voted on and the optional better answer the person wrote;
+    reveal who was who; return the win-rate table. A hidden state from before answers were kept (a page left open
+    across an upgrade) still records the vote, without answers."""
     if not hidden:
         return error_md("Get two answers first."), win_rates(ctx), ""
     h = json.loads(hidden)
     winner = {"A": h["a"], "B": h["b"]}.get(choice, "tie")
-    VoteStore(ctx.store).add(h["prompt"], h["a"], h["b"], winner)
-    return ok_md(f"Recorded. A was **{h['a']}**, B was **{h['b']}**."), win_rates(ctx), ""
+    answers = h.get("answers") or [None, None]
+    models = h.get("models") or [None, None]
+    better = (better or "").strip()
+    VoteStore(ctx.store).add(
+        h["prompt"],
+        h["a"],
+        h["b"],
+        winner,
+        system=h.get("system") or "",
+        left_answer=answers[0],
+        right_answer=answers[1],
+        left_model=models[0],
+        right_model=models[1],
+        decoding=h.get("decoding"),
+        better=better,
+    )
+    kept = " Your better answer is kept too." if better else ""
+    return ok_md(f"Recorded. A was **{h['a']}**, B was **{h['b']}**.{kept}"), win_rates(ctx), ""
 
 
 RATE_COLUMNS = {
@@ -222,6 +281,41 @@ def rates_table(rates: pd.DataFrame) -> pd.DataFrame:
     shown = rates.astype({"win rate": object})
     shown["win rate"] = [f"{v:.0%}" for v in rates["win rate"]]
     return shown
+
+
+HISTORY_COLUMNS = {"time": "datetime64[ns]", "contestant": object, "win rate": "float64", "games": "int64"}
+
+
+def rates_history(ctx: AppContext) -> pd.DataFrame:
+    """Each contestant's win rate after each of its votes (``votes.win_rate_history``), typed even when empty (the
+    lesson of ``win_rates``: Gradio fixes the axis types from the first frame; the time is an axis of time)."""
+    rows = win_rate_history(VoteStore(ctx.store).votes())
+    frame = pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
+    frame["time"] = pd.to_datetime(frame["time"], unit="s")
+    return frame.astype(HISTORY_COLUMNS)
+
+
+def history_chart(history: pd.DataFrame) -> dict:
+    """The win rates over time as lines, shown once a contestant has two points (a line of one point draws
+    nothing). The colours are sent with every frame: Gradio redraws a chart's colour domain only when such a
+    setting changes, so a contestant that appears later would otherwise never get a line."""
+    names = list(dict.fromkeys(history["contestant"]))
+    colours = {n: LINE_COLOURS[i % len(LINE_COLOURS)] for i, n in enumerate(names)}
+    two_points = bool(len(history)) and int(history["contestant"].value_counts().max()) >= 2
+    return gr.update(value=history, color_map=colours or None, visible=two_points)
+
+
+def make_vote_dataset(name: str | None, ctx: AppContext) -> str:
+    """ "Make a dataset from my votes": the votes' preference pairs saved as a dataset (``votes.export_votes``).
+    Says what was made (its name, the pairs kept, the votes left out and why) or why nothing could be."""
+    try:
+        record, report, counts = export_votes(ctx.store, ctx.paths, name=(name or "").strip() or None)
+    except (TuneDeckError, OSError) as exc:
+        return error_md(explain(exc))
+    return ok_md(
+        f"Made dataset **{record.name}** ({record.id}): {counts_text(counts)} Import: {report.summary()} "
+        "Train on it in the **Train** tab with the objective dpo or orpo."
+    )
 
 
 # -- scores --------------------------------------------------------------------------------------------------------
@@ -284,7 +378,8 @@ def show_eval(run: str | None, ctx: AppContext):
                 "fine-tuned": evaluate.fmt_score(data["tuned"].get(m)),
                 "what it measures": evaluate.ABOUT[m],
             }
-            for m in evaluate.METRICS
+            for m in evaluate.METRICS + evaluate.PREF_METRICS
+            if m in evaluate.METRICS or m in data["tuned"]  # preference data only
         ]
     )
     csv_path = Path(job.job_dir) / "eval_examples.csv"
@@ -292,6 +387,11 @@ def show_eval(run: str | None, ctx: AppContext):
     msg = ok_md(
         f"**{run}** on {data['n_examples']} examples from {data['source']} ({data['seconds']} s). "
         "↓ lower is better, ↑ higher is better."
+        + (
+            f"  \n{evaluate.judge_line(data['judge'])}; the judge: {data['judge']['how']}."
+            if data.get("judge")
+            else ""
+        )
     )
     return msg, table, examples, str(csv_path) if csv_path.is_file() else None
 
@@ -445,27 +545,65 @@ def render(ctx: AppContext) -> dict:
                 label="Contestant 2", choices=[BASE] + runs_now, interactive=True, allow_custom_value=True
             )
         blind_prompt = gr.Textbox(label="Prompt")
+        blind_system = gr.Textbox(
+            label="System prompt (optional)",
+            placeholder="Empty: each run uses its own, as in Chat",
+            elem_id="blind-system",
+        )
         ask = gr.Button("Get two answers")
         blind_msg = gr.Markdown()
         with gr.Row():
             ans_a = gr.Textbox(label="Answer A", lines=6, interactive=False)
             ans_b = gr.Textbox(label="Answer B", lines=6, interactive=False)
         hidden = gr.Textbox(visible=False)
+        better = gr.Textbox(
+            label="Optional: write a better answer than both",
+            lines=3,
+            placeholder="Kept with your vote; it becomes the preferred answer when you make a dataset",
+            elem_id="better-answer",
+        )
         with gr.Row():
             vote_a, vote_tie, vote_b = gr.Button("A is better"), gr.Button("Tie"), gr.Button("B is better")
         rates = gr.Dataframe(rates_table(win_rates(ctx)), label="Win rates", interactive=False)
         rates_now = win_rates(ctx)
-        rates_plot = gr.BarPlot(
-            rates_now,  # typed from the first frame on: the win rate is a quantity, 0 to 100 %
-            visible=len(rates_now) > 0,
-            x="contestant",
-            y="win rate",
-            y_lim=[0, 1],
-            y_axis_format=".0%",
-            height=220,
-            buttons=["export"],
-            elem_id="win-rates",
+        history_now = history_chart(rates_history(ctx))
+        with gr.Row():
+            rates_plot = gr.BarPlot(
+                rates_now,  # typed from the first frame on: the win rate is a quantity, 0 to 100 %
+                visible=len(rates_now) > 0,
+                x="contestant",
+                y="win rate",
+                y_lim=[0, 1],
+                y_axis_format=".0%",
+                height=220,
+                buttons=["export"],
+                elem_id="win-rates",
+            )
+            history_plot = gr.LinePlot(
+                history_now["value"],  # typed from the first frame on: time, and a quantity from 0 to 100 %
+                visible=history_now["visible"],
+                color_map=history_now["color_map"],
+                x="time",
+                y="win rate",
+                color="contestant",
+                y_lim=[0, 1],
+                y_axis_format=".0%",
+                height=220,
+                title="Win rate after each vote",
+                buttons=["export"],
+                elem_id="win-rates-over-time",
+            )
+        gr.Markdown(
+            "Votes become data: each vote A or B (and each answer you wrote) is a pair of a better and a worse "
+            "answer, what preference training (dpo, orpo) learns from. Ties and votes from before TuneDeck kept "
+            "the answers are left out."
         )
+        with gr.Row():
+            votes_name = gr.Textbox(
+                label="Dataset name (optional)", placeholder="votes-<today's date>", scale=2
+            )
+            make_dataset = gr.Button("Make a dataset from my votes", scale=1)
+        votes_msg = gr.Markdown(elem_id="votes-dataset-message")
     with gr.Accordion("Scores on held-out examples", open=False):
         with gr.Row():
             eval_run = gr.Dropdown(
@@ -527,23 +665,37 @@ def render(ctx: AppContext) -> dict:
         api_name="side_by_side",
     )
     ask.click(
-        lambda a, b, p: blind_pair(a, b, p, ctx),
-        [left, right, blind_prompt],
+        lambda a, b, p, s: blind_pair(a, b, p, ctx, system=s),
+        [left, right, blind_prompt, blind_system],
         [blind_msg, ans_a, ans_b, hidden],
         api_name="blind_pair",
     )
 
     def voted(choice: str):
-        def fn(h: str):
-            msg, rates, cleared = vote(choice, h, ctx)
-            return msg, rates_table(rates), rates_chart(rates), cleared
+        def fn(h: str, written: str | None):
+            msg, rates, cleared = vote(choice, h, ctx, better=written)
+            return (
+                msg,
+                rates_table(rates),
+                rates_chart(rates),
+                history_chart(rates_history(ctx)),
+                cleared,
+                "" if h else gr.update(),  # recorded: the written answer went with the vote
+            )
 
         return fn
 
     for btn, choice in ((vote_a, "A"), (vote_b, "B"), (vote_tie, "tie")):
         btn.click(
-            voted(choice), hidden, [blind_msg, rates, rates_plot, hidden], api_name=f"vote_{choice.lower()}"
+            voted(choice),
+            [hidden, better],
+            [blind_msg, rates, rates_plot, history_plot, hidden, better],
+            api_name=f"vote_{choice.lower()}",
         )
+    # Opening the tab refreshes the win-rate table (compare_tab.on_open, wired in ui/__init__.py); the lines follow
+    # it (after a vote they are already drawn: the same frame again).
+    rates.change(lambda: history_chart(rates_history(ctx)), None, history_plot, api_visibility="private")
+    make_dataset.click(lambda n: make_vote_dataset(n, ctx), votes_name, votes_msg, api_name="export_votes")
     score.click(score_run, [eval_run, limit], [eval_msg, scores, examples, examples_csv], api_name="evaluate")
     eval_run.change(
         lambda r: show_eval(r, ctx),

@@ -32,7 +32,16 @@ from backend.data.datasets import (
 )
 from backend.data.importer import import_in_subprocess, unexpected
 from backend.data.readers import Batch, max_cell_chars
-from backend.data.shapes import MAPPING_KEYS, REASONS, SHAPE_LABELS, SHAPES, Where, check_mapping, normalise
+from backend.data.shapes import (
+    MAPPING_KEYS,
+    PREFERENCE_SHAPES,
+    REASONS,
+    SHAPE_LABELS,
+    SHAPES,
+    Where,
+    check_mapping,
+    normalise,
+)
 from backend.jobs import views
 from backend.settings import SAMPLE_CSV, SAMPLE_VALIDATION_CSV, Paths
 from ui.context import AppContext
@@ -61,6 +70,7 @@ def _preset_max_length(ctx: AppContext) -> int:
 
 
 TRAINED_STYLE = "background:#c9f2d4;color:#0b3d1a;border-radius:3px"
+AVOID_STYLE = "background:#f8d0d0;color:#5c0b0b;border-radius:3px"  # a worse or bad answer: learned to avoid
 CONTEXT_STYLE = "color:#666"
 BOX = "border:1px solid #ddd;border-radius:6px;padding:10px 12px;background:#fcfcfc"
 
@@ -68,14 +78,21 @@ BOX = "border:1px solid #ddd;border-radius:6px;padding:10px 12px;background:#fcf
 # -- step 1: the file ----------------------------------------------------------------------------------------------
 
 
+# The mapping dropdowns, in the order of the handlers' arguments: the first six as before preference data came, so
+# calls of the API by position keep working; the preference roles after them.
+ROLE_KEYS = ("prompt", "response", "system", "context", "messages", "text")
+PREF_KEYS = ("chosen", "rejected", "completion", "label")
+
+
 def _mapping_updates(p: Preview | None, shape: str | None) -> list[dict]:
-    """Dropdown updates for prompt, response, system, context, messages, text (visible per shape)."""
+    """Dropdown updates for every role (ROLE_KEYS, then PREF_KEYS), visible per shape."""
     cols = p.columns if p else []
     mapping = p.mapping_for(shape) if p and shape else {}
     out = []
-    for key in ("prompt", "response", "system", "context", "messages", "text"):
+    for key in ROLE_KEYS + PREF_KEYS:
         visible = shape is not None and key in MAPPING_KEYS[shape]
-        optional = key in ("system", "context")
+        # the prompt of preference data may come from the answers' conversations
+        optional = key in ("system", "context") or (key == "prompt" and shape in PREFERENCE_SHAPES)
         choices = ([NONE] if optional else []) + cols
         value = mapping.get(key) or (NONE if optional else None)
         out.append(
@@ -104,7 +121,14 @@ def choose_sheet(file: str | None, sheet: str | None) -> tuple:
 
 def _preview_outputs(file: str | None, sheet: str | None) -> tuple:
     empty = pd.DataFrame()
-    blank = (*_mapping_updates(None, None), gr.update(visible=False), "", gr.update(choices=[], value=None))
+    none = _mapping_updates(None, None)
+    blank = (
+        *none[: len(ROLE_KEYS)],
+        gr.update(visible=False),
+        "",
+        gr.update(choices=[], value=None),
+        *none[len(ROLE_KEYS) :],
+    )
     if not file:
         return ("", empty, gr.update(value="prompt_response"), *blank)
     try:
@@ -122,14 +146,16 @@ def _preview_outputs(file: str | None, sheet: str | None) -> tuple:
     )
     sheet_update = gr.update(choices=p.sheets, value=p.sheet or None, visible=len(p.sheets) > 1)
     rows = [int(r) for r in p.head[p.row_word]]
+    updates = _mapping_updates(p, p.shape)
     return (
         msg,
         p.head,
         gr.update(value=p.shape),
-        *_mapping_updates(p, p.shape),
+        *updates[: len(ROLE_KEYS)],
         sheet_update,
         safe_dataset_name(p.file_name),
         gr.update(choices=rows, value=rows[0] if rows else None, label=f"Example ({p.row_word})"),
+        *updates[len(ROLE_KEYS) :],
     )
 
 
@@ -167,6 +193,10 @@ def render_example(
     ctx: AppContext,
     max_length: float | None = None,
     over_length: str | None = None,
+    chosen: str | None = None,
+    rejected: str | None = None,
+    completion: str | None = None,
+    label: str | None = None,
 ) -> str:
     """One row of the upload, rendered with the model's chat template; the trained part highlighted, and cut at
     the max length as training will cut it."""
@@ -184,6 +214,10 @@ def render_example(
             "context": context,
             "messages": messages,
             "text": text,
+            "chosen": chosen,
+            "rejected": rejected,
+            "completion": completion,
+            "label": label,
         }
         mapping = check_mapping(shape, _mapping_from(shape, values), p.columns, p.file_name)
         rows = p.sample_rows
@@ -223,21 +257,34 @@ def example_html(
     over_length: str = "truncate",
 ) -> str:
     """One example exactly as trained: past ``max_length`` tokens it is cut (the rest shown struck through) or,
-    with "leave them out", not trained on at all."""
+    with "leave them out", not trained on at all. A preference pair shows both answers: the better one the model
+    learns to make more likely, the worse one less likely (red); a good/bad answer is green or red by its mark."""
     from backend.data.chatformat import ChatFormat
+
+    if shape == "preference" and "side" not in row:
+        args = (paths, model, shape)
+        return example_html(
+            *args, {**row, "side": "chosen"}, system_prompt, where, max_length, over_length
+        ) + (example_html(*args, {**row, "side": "rejected"}, system_prompt, where, max_length, over_length))
+    avoid = row.get("side") == "rejected" or (shape == "feedback" and str(row.get("label")) == "false")
+    style = AVOID_STYLE if avoid else TRAINED_STYLE
 
     fmt = ChatFormat.load(model, paths)
     full = fmt.encode(shape, row, system_prompt)
     limit = int(max_length or 0)
     enc, rest = full.cut(limit)
     body = "".join(
-        f'<span style="{TRAINED_STYLE if trained else CONTEXT_STYLE}" class="{"td-trained" if trained else "td-context"}">'
+        f'<span style="{style if trained else CONTEXT_STYLE}" class="{"td-trained" if trained else "td-context"}">'
         f"{html.escape(piece)}</span>"
         for piece, trained in enc.segments()
     )
-    what = {"prompt_response": "the response", "chat": "every assistant turn", "text": "all of the text"}[
-        shape
-    ]
+    what = {
+        "prompt_response": "the response",
+        "chat": "every assistant turn",
+        "text": "all of the text",
+        "preference": "the worse answer" if avoid else "the better answer",
+        "feedback": "the answer",
+    }[shape]
     cut_note = ""
     if rest and over_length == "drop":
         body = f'<s style="color:#888">{html.escape(full.text)}</s>'
@@ -254,11 +301,17 @@ def example_html(
             + (f", {lost:,} of them from {what}" if lost else "")
             + ". Raise the max length to keep them.</div>"
         )
+    legend = (
+        f'<span style="{AVOID_STYLE};padding:0 4px">red</span> = what the model learns <b>not</b> to write'
+        if avoid
+        else f'<span style="{TRAINED_STYLE};padding:0 4px">highlighted</span> = what the model learns to write'
+    )
+    side = {"chosen": "Better answer: ", "rejected": "Worse answer: "}.get(row.get("side") or "", "")
     return (
-        f'<div style="{BOX}" id="td-rendered">'
-        f"<div><b>{html.escape(where)}</b>, as <b>{html.escape(model)}</b> sees it: {enc.n_tokens:,} tokens, "
+        f'<div style="{BOX};margin-bottom:6px" id="{"td-rendered-avoid" if avoid else "td-rendered"}">'
+        f"<div><b>{side}{html.escape(where)}</b>, as <b>{html.escape(model)}</b> sees it: {enc.n_tokens:,} tokens, "
         f"{enc.n_trained if not (rest and over_length == 'drop') else 0:,} of them trained on ({what}). "
-        f'<span style="{TRAINED_STYLE};padding:0 4px">highlighted</span> = what the model learns to write; '
+        f"{legend}; "
         f'<span style="{CONTEXT_STYLE}">grey</span> = what it reads first.</div>{cut_note}'
         f'<pre style="white-space:pre-wrap;word-break:break-word;margin:8px 0 0;font-size:13px;max-height:480px;'
         f'overflow-y:auto">{body}</pre></div>'
@@ -377,6 +430,10 @@ def save_dataset(
     seed: float | None = None,
     system_prompt: str | None = None,
     progress: Any = None,
+    chosen_col: str | None = None,
+    rejected_col: str | None = None,
+    completion_col: str | None = None,
+    label_col: str | None = None,
 ) -> tuple:
     """Import the upload as a dataset version. Returns (message, datasets table, dataset choices update, report)."""
     if not file:
@@ -394,6 +451,10 @@ def save_dataset(
         "context": context_col,
         "messages": messages_col,
         "text": text_col,
+        "chosen": chosen_col,
+        "rejected": rejected_col,
+        "completion": completion_col,
+        "label": label_col,
     }
     mapping = None
     if shape:
@@ -621,6 +682,15 @@ def render(ctx: AppContext) -> dict:
         text_col = gr.Dropdown(
             label="Text column", choices=[], interactive=True, visible=False, allow_custom_value=True
         )
+        pref_cols = [
+            gr.Dropdown(label=label, choices=[], interactive=True, visible=False, allow_custom_value=True)
+            for label in (
+                "Better answer column (chosen)",
+                "Worse answer column (rejected)",
+                "Answer column",
+                "Good/bad column (true/false, 1/0, good/bad)",
+            )
+        ]
 
     gr.Markdown("### 3. What the model will see")
     with gr.Row():
@@ -676,21 +746,37 @@ def render(ctx: AppContext) -> dict:
     details = gr.HTML()
     details_example = gr.HTML()
 
-    mapping = [prompt_col, response_col, system_col, context_col, messages_col, text_col]
+    roles = [prompt_col, response_col, system_col, context_col, messages_col, text_col]
+    mapping = roles + pref_cols
     example_inputs = [
         upload,
         sheet,
         shape,
-        *mapping,
+        *roles,
         model,
         example_row,
         system_prompt,
         max_length,
         over_length,
+        *pref_cols,
     ]
 
     def show_example(
-        file, sheet_, shape_, prompt, response, system, context, messages, text, model_, row, sys_p, mx, over
+        file,
+        sheet_,
+        shape_,
+        prompt,
+        response,
+        system,
+        context,
+        messages,
+        text,
+        model_,
+        row,
+        sys_p,
+        mx,
+        over,
+        *pref,
     ):
         return render_example(
             file,
@@ -708,9 +794,10 @@ def render(ctx: AppContext) -> dict:
             ctx,
             mx,
             over,
+            *pref,
         )
 
-    preview_outs = [message, preview, shape, *mapping, sheet, name, example_row]
+    preview_outs = [message, preview, shape, *roles, sheet, name, example_row, *pref_cols]
     # A new file: the last save's message and report belong to another file, so they go.
     upload.change(lambda: ("", ""), None, [save_message, report], api_visibility="private")
     upload.change(preview_file, upload, preview_outs, api_name="preview_file").then(
@@ -766,6 +853,10 @@ def render(ctx: AppContext) -> dict:
         validation_file: str | None = None,
         seed: float | None = None,
         system_prompt: str | None = None,
+        chosen_col: str | None = None,
+        rejected_col: str | None = None,
+        completion_col: str | None = None,
+        label_col: str | None = None,
         progress=gr.Progress(),  # noqa: B008 - how Gradio hands a handler its progress bar
     ):
         return save_dataset(
@@ -788,6 +879,10 @@ def render(ctx: AppContext) -> dict:
             seed,
             system_prompt,
             progress,
+            chosen_col,
+            rejected_col,
+            completion_col,
+            label_col,
         )
 
     return {
@@ -813,6 +908,7 @@ def render(ctx: AppContext) -> dict:
             validation_file,
             seed,
             system_prompt,
+            *pref_cols,
         ],
         "save_handler": save_handler,
         "report": report,

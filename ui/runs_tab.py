@@ -52,6 +52,14 @@ SIDE_CHARTS = (
     ("tokens_per_s", "Tokens per second (real, no padding)"),
     ("peak_gpu_gb", "Peak GPU memory (GB)"),
 )
+# Preference runs (DPO, ORPO, KTO) log these too; an SFT run never shows them (a chart shows from two points).
+PREF_CHARTS = (
+    ("rewards/margins", "Reward margin: better minus worse answer (training)"),
+    ("rewards/accuracies", "Preference accuracy: better answer ahead (training)"),
+    ("eval_rewards/accuracies", "Preference accuracy on the validation pairs"),
+)
+REWARD_SERIES = ("better (chosen)", "worse (rejected)")
+N_CHARTS = len(SIDE_CHARTS) + len(PREF_CHARTS) + 1  # and the rewards chart
 
 
 LOSS_SERIES = ("training", "validation")
@@ -68,11 +76,25 @@ def job_charts(job_id: str | None, ctx: AppContext) -> list:
     """The side charts of one job. A chart shows once it has two points: with none Vega draws an empty frame
     ("Infinite extent"), with one an axis of six decimals; peak GPU memory never shows on a CPU."""
     out = []
-    for name, _ in SIDE_CHARTS:
+    for name, _ in SIDE_CHARTS + PREF_CHARTS:
         points = ctx.store.metrics(job_id, name) if job_id else []
         frame = pd.DataFrame({"step": [s for s, _, _ in points], "value": [v for _, _, v in points]})
         out.append(gr.update(value=frame, visible=len(points) >= 2))
+    rewards = reward_points(ctx.store, job_id) if job_id else None
+    out.append(gr.update(value=rewards, visible=rewards is not None))
     return out
+
+
+def reward_points(store, job_id: str) -> pd.DataFrame | None:
+    """A preference run's implied rewards of the better and the worse answers (training), one line each; None for
+    a run that logs none."""
+    chosen, rejected = store.metrics(job_id, "rewards/chosen"), store.metrics(job_id, "rewards/rejected")
+    if len(chosen) < 2:
+        return None
+    rows = [(s, v, REWARD_SERIES[0]) for s, _, v in chosen] + [
+        (s, v, REWARD_SERIES[1]) for s, _, v in rejected
+    ]
+    return curve_frame(rows, columns=("step", "reward", "series"), names=REWARD_SERIES)
 
 
 def job_buttons(job_id: str | None, ctx: AppContext) -> tuple[dict, dict]:
@@ -181,7 +203,7 @@ def refresh(selected: str | None, ctx: AppContext):
         from backend.errors import explain
 
         problem = ctx.manager.problem or f"TuneDeck cannot read its job database right now: {explain(exc)}"
-        return (error_md(problem), *(gr.update() for _ in range(7 + len(SIDE_CHARTS))))
+        return (error_md(problem), *(gr.update() for _ in range(7 + N_CHARTS)))
 
 
 def render(ctx: AppContext) -> dict:
@@ -207,20 +229,38 @@ def render(ctx: AppContext) -> dict:
         color_map=dict(zip(LOSS_SERIES, LINE_COLOURS, strict=False)),
         elem_id="run-loss-chart",
     )
+
+    def small_chart(name: str, title: str, **kw) -> gr.LinePlot:
+        return gr.LinePlot(
+            x="step",
+            y="value",
+            title=title,
+            x_title="step",
+            y_title="",
+            height=220,
+            elem_id=f"chart-{name}",
+            **kw,
+        )
+
     side = []
     with gr.Row():
-        for name, title in SIDE_CHARTS:
-            side.append(
-                gr.LinePlot(
-                    x="step",
-                    y="value",
-                    title=title,
-                    x_title="step",
-                    y_title="",
-                    height=220,
-                    elem_id=f"chart-{name}",
-                )
+        side += [small_chart(name, title) for name, title in SIDE_CHARTS]
+    with gr.Row():  # preference runs only: hidden until they have points
+        side += [small_chart(name.replace("/", "-"), title, visible=False) for name, title in PREF_CHARTS]
+        side.append(
+            gr.LinePlot(
+                x="step",
+                y="reward",
+                color="series",
+                title="Rewards of the better and the worse answers (training)",
+                x_title="step",
+                y_title="reward",
+                height=220,
+                visible=False,
+                color_map=dict(zip(REWARD_SERIES, LINE_COLOURS, strict=False)),
+                elem_id="chart-rewards",
             )
+        )
     log = gr.Textbox(
         label="Log (last lines; the whole log is worker.log in the run folder)",
         lines=14,

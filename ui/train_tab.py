@@ -23,15 +23,18 @@ from ui.style import error_md, note_md, ok_md
 
 BASIC = (
     "base_model",
+    "objective",
     "method",
     "max_steps",
     "num_epochs",
     "learning_rate",
-    "lora_r",
     "max_length",
     "batch_size",
 )
 ADVANCED = (
+    "continue_from",
+    "beta",
+    "lora_r",
     "grad_accum",
     "gradient_checkpointing",
     "optimizer",
@@ -64,6 +67,9 @@ FIELDS = BASIC + ADVANCED
 LABELS = {
     "base_model": "Base model",
     "method": "Method (LoRA, or 4-bit QLoRA)",
+    "objective": "What it learns from",
+    "beta": "Preference strength (beta)",
+    "continue_from": "Start from a finished run's adapter",
     "max_steps": "Training steps (-1: use passes)",
     "num_epochs": "Passes over the data",
     "learning_rate": "Learning rate",
@@ -97,6 +103,10 @@ LABELS = {
 }
 # Choices shown in words; the value the config gets stays the same ("padding_free" shows as "padding free").
 CHOICE_LABELS = {
+    "sft": "examples to imitate (SFT)",
+    "dpo": "better vs worse answers (DPO)",
+    "orpo": "better vs worse answers, no reference (ORPO)",
+    "kto": "answers marked good or bad (KTO)",
     "lora": "LoRA",
     "qlora": "QLoRA (base in 4-bit)",
     "cpu": "CPU",
@@ -131,8 +141,27 @@ def widget_for(name: str) -> gr.components.Component:
         return gr.Number(label=label, info=info, precision=0)
     if ann is float:
         return gr.Number(label=label, info=info)
+    if name == "continue_from":  # finished runs are listed when the box is opened (render)
+        return gr.Dropdown(
+            label=label, info=info, choices=[NEW_ADAPTER], value="", allow_custom_value=True, interactive=True
+        )
     lines = 2 if name == "system_prompt" else 1
     return gr.Textbox(label=label, info=info, lines=lines)
+
+
+NEW_ADAPTER = ("none: a new adapter", "")
+
+
+def finished_runs(ctx: AppContext) -> list[tuple[str, str]]:
+    """The runs a new run can start from: finished, with an adapter; newest first, with base model and objective."""
+    from backend.core.status import JobStatus
+
+    runs = [NEW_ADAPTER]
+    for job in ctx.store.list_jobs((JobStatus.SUCCEEDED,)):
+        if (job.result or {}).get("adapter_dir"):
+            what = f"{job.id} ({job.config.get('base_model')}, {job.config.get('objective', 'sft')})"
+            runs.append((what, job.id))
+    return runs[:1] + sorted(runs[1:], key=lambda r: r[1], reverse=True)
 
 
 def preset_values(preset: str) -> list[Any]:
@@ -255,6 +284,13 @@ def render(ctx: AppContext) -> dict:
     job_id = gr.Textbox(visible=False)  # not gr.State: the API returns it to gradio_client callers
 
     ordered = [widgets[f] for f in FIELDS]
+    # The runs to start from change as runs finish: listed again whenever the box is opened.
+    widgets["continue_from"].focus(
+        lambda: gr.update(choices=finished_runs(ctx)),
+        None,
+        widgets["continue_from"],
+        api_visibility="private",
+    )
     preset.change(preset_values, preset, [about, *ordered], api_name="preset_values")
     widgets["base_model"].change(model_note, widgets["base_model"], note, api_visibility="private")
     train_event = train.click(

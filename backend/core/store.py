@@ -18,7 +18,7 @@ from typing import Any
 
 from backend.core.status import JobStatus, check_transition
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 class DatasetGone(KeyError):
@@ -84,6 +84,33 @@ CREATE TABLE IF NOT EXISTS accelerator_leases (
     release_requested INTEGER NOT NULL DEFAULT 0
 );
 """
+
+# The votes table's columns after its first five, added by ``_migrate`` to new and old databases alike (one path,
+# so the upgrade of a database from before schema 6 is the code every new database runs too).
+VOTE_COLUMNS = {
+    "system": "TEXT NOT NULL DEFAULT ''",  # the system prompt both contestants answered with ("" if none)
+    "left_answer": "TEXT",  # NULL: voted before TuneDeck kept the answers
+    "right_answer": "TEXT",
+    "left_model": "TEXT",  # JSON {"base_model", "run", "adapter_dir"}; run and adapter_dir null for the base
+    "right_model": "TEXT",
+    "decoding": "TEXT NOT NULL DEFAULT '{}'",  # JSON: max_new_tokens, temperature, seed
+    "better": "TEXT NOT NULL DEFAULT ''",  # an answer the person wrote, better than both ("" if none)
+}
+
+
+def _add_columns(c: sqlite3.Connection, table: str, columns: dict[str, str]) -> None:
+    """Add the missing ``columns`` (name -> SQL type) to ``table``, in one write transaction, so that two processes
+    opening an old database at once do not both try to add the same column."""
+    c.execute("BEGIN IMMEDIATE")
+    try:
+        have = {r["name"] for r in c.execute(f"PRAGMA table_info({table})").fetchall()}
+        for name, sql_type in columns.items():
+            if name not in have:
+                c.execute(f"ALTER TABLE {table} ADD COLUMN {name} {sql_type}")
+    except BaseException:
+        c.execute("ROLLBACK")
+        raise
+    c.execute("COMMIT")
 
 
 @dataclass(frozen=True)
@@ -197,6 +224,11 @@ class Store:
             cols = {r["name"] for r in c.execute("PRAGMA table_info(progress)").fetchall()}
             if "activity" not in cols:
                 c.execute("ALTER TABLE progress ADD COLUMN activity TEXT NOT NULL DEFAULT ''")
+        if version < 6:
+            # Votes keep what was voted on (both answers, the models, the decoding, a written better answer), so
+            # they can become preference data (backend.serving.votes). Old rows keep NULL answers: still counted
+            # in win rates, never turned into data.
+            _add_columns(c, "votes", VOTE_COLUMNS)
         c.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     # -- datasets -------------------------------------------------------------------------------------------
@@ -467,21 +499,84 @@ class Store:
             return [(r["step"], r["name"], r["value"]) for r in q.fetchall()]
 
 
+@dataclass(frozen=True)
+class Vote:
+    """One blind-test vote. Votes from before schema 6 have no answers (None): they count in win rates only."""
+
+    id: int
+    time: float
+    prompt: str
+    left: str  # the contestant shown as A: a run id, or "base model"
+    right: str  # shown as B
+    winner: str  # left's or right's name, or "tie"
+    system: str = ""
+    left_answer: str | None = None
+    right_answer: str | None = None
+    left_model: dict[str, Any] | None = None  # {"base_model", "run", "adapter_dir"}; None on old rows
+    right_model: dict[str, Any] | None = None
+    decoding: dict[str, Any] = field(default_factory=dict)
+    better: str = ""  # an answer the person wrote, better than both
+
+    @property
+    def has_answers(self) -> bool:
+        return self.left_answer is not None and self.right_answer is not None
+
+
 class VoteStore:
-    """Blind-test votes (a table of the same database: added with CREATE IF NOT EXISTS, no migration needed)."""
+    """Blind-test votes, a table of the same database. Each keeps what was voted on, so that votes become
+    preference data (``backend.serving.votes``) and stay reproducible (which models, which decoding)."""
 
     def __init__(self, store: Store):
         self.store = store
 
-    def add(self, prompt: str, left: str, right: str, winner: str) -> None:
-        """``winner`` is ``left``'s or ``right``'s name, or "tie"."""
+    def add(
+        self,
+        prompt: str,
+        left: str,
+        right: str,
+        winner: str,
+        *,
+        system: str = "",
+        left_answer: str | None = None,
+        right_answer: str | None = None,
+        left_model: dict[str, Any] | None = None,
+        right_model: dict[str, Any] | None = None,
+        decoding: dict[str, Any] | None = None,
+        better: str = "",
+        at: float | None = None,
+    ) -> int:
+        """Store a vote; returns its id. ``winner`` is ``left``'s or ``right``'s name, or "tie". Both answers or
+        neither: a vote with one answer could not become a pair."""
         if winner not in (left, right, "tie"):
             raise ValueError(f"winner must be {left!r}, {right!r} or 'tie', got {winner!r}")
+        if (left_answer is None) != (right_answer is None):
+            raise ValueError("give both answers (left_answer and right_answer) or neither")
         with self.store._tx() as c:
-            c.execute(
-                "INSERT INTO votes (time, prompt, left, right, winner) VALUES (?,?,?,?,?)",
-                (time.time(), prompt, left, right, winner),
+            cur = c.execute(
+                "INSERT INTO votes (time, prompt, left, right, winner, system, left_answer, right_answer, "
+                "left_model, right_model, decoding, better) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    time.time() if at is None else at,
+                    prompt,
+                    left,
+                    right,
+                    winner,
+                    system or "",
+                    left_answer,
+                    right_answer,
+                    None if left_model is None else json.dumps(left_model),
+                    None if right_model is None else json.dumps(right_model),
+                    json.dumps(decoding or {}),
+                    better or "",
+                ),
             )
+            return int(cur.lastrowid or 0)
+
+    def votes(self) -> list[Vote]:
+        """Every vote, oldest first."""
+        with self.store._conn() as c:
+            rows = c.execute("SELECT * FROM votes ORDER BY time, id").fetchall()
+        return [_vote(r) for r in rows]
 
     def tally(self) -> dict[str, dict[str, int]]:
         """Per contestant: wins, losses, ties and games."""
@@ -594,4 +689,22 @@ def _job(r: sqlite3.Row) -> JobRecord:
         result=json.loads(r["result"]),
         resumed_from=r["resumed_from"] if "resumed_from" in r.keys() else "",
         retry_of=r["retry_of"] if "retry_of" in r.keys() else "",
+    )
+
+
+def _vote(r: sqlite3.Row) -> Vote:
+    return Vote(
+        id=r["id"],
+        time=r["time"],
+        prompt=r["prompt"],
+        left=r["left"],
+        right=r["right"],
+        winner=r["winner"],
+        system=r["system"],
+        left_answer=r["left_answer"],
+        right_answer=r["right_answer"],
+        left_model=json.loads(r["left_model"]) if r["left_model"] else None,
+        right_model=json.loads(r["right_model"]) if r["right_model"] else None,
+        decoding=json.loads(r["decoding"] or "{}"),
+        better=r["better"],
     )

@@ -11,8 +11,8 @@ A run on preference data (DPO, ORPO, KTO) is scored on the held-out pairs' bette
 two measures of preference: the *preference accuracy* of each model (how often it finds the better answer more
 likely than the worse one, per token: the log-likelihood judge) and a *win rate* of tuned against base, judged
 automatically (no other LLM is available offline): for each held-out prompt both models answer, and the answer that
-is closer to the better answer than to the worse one (ROUGE-L to the better minus ROUGE-L to the worse) wins; a
-difference under 0.02 is a tie. Ties count half, as in the blind test's win rates.
+is closer to the better answer than to the worse one (ROUGE-1, the words it shares with each, to the better minus
+to the worse: word-level, so "Paris" against "Rome" counts wherever it stands) wins; a difference under 0.02 is a tie. Ties count half, as in the blind test's win rates.
 """
 
 from __future__ import annotations
@@ -80,12 +80,14 @@ def judge_line(judge: dict[str, Any]) -> str:
 
 
 def judge_score(answer: str, chosen: str, rejected: str) -> float:
-    """How much closer ``answer`` is to the better answer than to the worse one (ROUGE-L F1 difference, -1..1)."""
+    """How much closer ``answer`` is to the better answer than to the worse one (ROUGE-1 F1 difference, -1..1).
+    ROUGE-1 rather than ROUGE-L: the longest common word sequence ignores the one word that differs when it is
+    placed elsewhere ("Paris is the capital" vs "the capital is Rome" share the same sequence)."""
     from rouge_score import rouge_scorer
 
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    scorer = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=False)
     return float(
-        scorer.score(chosen, answer)["rougeL"].fmeasure - scorer.score(rejected, answer)["rougeL"].fmeasure
+        scorer.score(chosen, answer)["rouge1"].fmeasure - scorer.score(rejected, answer)["rouge1"].fmeasure
     )
 
 
@@ -101,7 +103,7 @@ def judge_tally(tuned: list[float], base: list[float]) -> dict[str, Any]:
         "ties": ties,
         "games": games,
         "win_rate": (wins + 0.5 * ties) / games if games else float("nan"),
-        "how": "closer to the better answer than to the worse one (ROUGE-L difference); under "
+        "how": "closer to the better answer than to the worse one (shared words, ROUGE-1); under "
         f"{JUDGE_TIE} apart is a tie",
     }
 

@@ -1,0 +1,353 @@
+"""Preference tuning (issue 12): preference and good/bad data in, the dpo / orpo / kto objectives, their checks,
+their charts and their scores."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import threading
+
+import pytest
+
+from backend.data.datasets import import_dataset, inspect_file, load_examples
+from backend.data.readers import DataError
+from backend.data.shapes import preference_columns, unpaired
+from backend.jobs.admission import Admission
+from backend.jobs.config import ConfigError, RunConfig
+from backend.jobs.handoff import START_ADAPTER, JobSpec
+from backend.serving import evaluate
+from backend.settings import CAPITALS_CSV
+
+# -- data in -------------------------------------------------------------------------------------------------------
+
+
+def rows_csv(header: list[str], rows: list[list[str]]) -> str:
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow(header)
+    w.writerows(rows)
+    return out.getvalue()
+
+
+def test_pairs_of_text_are_detected_and_bad_rows_are_reported_with_their_row(store, paths, csv_file):
+    f = csv_file(
+        rows_csv(
+            ["question", "chosen", "rejected"],
+            [
+                ["What is 2+2?", "4", "5"],
+                ["Capital of France?", "Paris", "Lyon"],
+                ["Same?", "yes", "yes"],
+                ["", "x", "y"],
+                ["Empty?", "yes", ""],
+                ["Sky?", "Blue", "Green"],
+            ],
+        ),
+        "pairs.csv",
+    )
+    preview = inspect_file(f)
+    assert preview.shape == "preference"
+    assert preview.mapping == {
+        "prompt": "question",
+        "chosen": "chosen",
+        "rejected": "rejected",
+        "system": None,
+    }
+    record, report = import_dataset(store, paths, f, validation="none")
+    frame = load_examples(record)
+    assert list(frame["chosen"]) == ["4", "Paris", "Blue"] and list(frame["rejected"]) == [
+        "5",
+        "Lyon",
+        "Green",
+    ]
+    assert json.loads(frame["prompt"].iloc[0]) == [{"role": "user", "content": "What is 2+2?"}]
+    assert report.dropped["same_answers"] == {"count": 1, "rows": [4]}
+    assert report.dropped["empty_prompt"] == {"count": 1, "rows": [5]}
+    assert report.dropped["empty_rejected"] == {"count": 1, "rows": [6]}
+    assert "the better and the worse answer are the same text (row 4)" in report.summary()
+
+
+def test_ultrafeedback_conversations_give_the_prompt_and_a_mismatched_pair_is_left_out(
+    store, paths, csv_file
+):
+    def conv(q: str, a: str) -> list[dict]:
+        return [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+
+    rows = [
+        {"prompt": "Hi", "chosen": conv("Hi", "Hello! How can I help?"), "rejected": conv("Hi", "What.")},
+        {"prompt": "Bye", "chosen": conv("Bye", "Goodbye!"), "rejected": conv("Bye", "k")},
+        {"prompt": "X", "chosen": conv("X", "a"), "rejected": conv("Y", "b")},
+    ]
+    f = csv_file("".join(json.dumps(r) + "\n" for r in rows), "uf.jsonl")
+    record, report = import_dataset(store, paths, f, validation="none")
+    frame = load_examples(record)
+    assert list(frame["chosen"]) == ["Hello! How can I help?", "Goodbye!"]
+    assert json.loads(frame["prompt"].iloc[1]) == [{"role": "user", "content": "Bye"}]
+    assert report.dropped["prompts_differ"] == {"count": 1, "rows": [3]}
+
+
+def test_hh_rlhf_text_becomes_a_multi_turn_prompt_without_a_prompt_column(store, paths, csv_file):
+    rows = [
+        {
+            "chosen": "\n\nHuman: Hi\n\nAssistant: Hello\n\nHuman: A joke?\n\nAssistant: Why did the hen cross?",
+            "rejected": "\n\nHuman: Hi\n\nAssistant: Hello\n\nHuman: A joke?\n\nAssistant: No.",
+        },
+        {
+            "chosen": "\n\nHuman: Bread?\n\nAssistant: Knead, rise, bake.",
+            "rejected": "\n\nHuman: Bread?\n\nAssistant: ?",
+        },
+    ]
+    f = csv_file("".join(json.dumps(r) + "\n" for r in rows), "hh.jsonl")
+    record, _ = import_dataset(store, paths, f, validation="none")
+    frame = load_examples(record)
+    assert json.loads(frame["prompt"].iloc[0]) == [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello"},
+        {"role": "user", "content": "A joke?"},
+    ]
+    assert list(frame["chosen"]) == ["Why did the hen cross?", "Knead, rise, bake."]
+    assert list(frame["rejected"]) == ["No.", "?"]
+
+
+def test_plain_answers_with_no_prompt_column_are_refused_with_the_fix(store, paths, csv_file):
+    f = csv_file(rows_csv(["chosen", "rejected"], [["a", "b"], ["c", "d"]]), "noprompt.csv")
+    with pytest.raises(
+        DataError, match="no prompt column was chosen.*Fix: choose the column that holds the prompts"
+    ):
+        import_dataset(store, paths, f)
+    assert store.list_datasets() == []
+
+
+def test_good_and_bad_answers_are_detected_and_a_label_that_is_neither_names_its_row(store, paths, csv_file):
+    f = csv_file(
+        rows_csv(
+            ["prompt", "completion", "label"],
+            [
+                ["2+2?", "4", "true"],
+                ["2+2?", "5", "false"],
+                ["Capital?", "Paris", "👍"],
+                ["Capital?", "Rome", "👎"],
+            ],
+        ),
+        "kto.csv",
+    )
+    assert inspect_file(f).shape == "feedback"
+    record, _ = import_dataset(store, paths, f, validation="none")
+    assert list(load_examples(record)["label"]) == ["true", "false", "true", "false"]
+    bad = csv_file(
+        rows_csv(["prompt", "completion", "label"], [["a", "b", "yes"], ["c", "d", "maybe"]]), "bad.csv"
+    )
+    with pytest.raises(
+        DataError, match=r"bad.csv: row 3, column 'label' says 'maybe'.*Fix: mark each answer"
+    ):
+        import_dataset(store, paths, bad, shape="feedback")
+    assert [d.name for d in store.list_datasets()] == ["kto"]  # nothing half-imported
+
+
+def test_stored_rows_become_trl_conversations_and_kto_gets_both_kinds():
+    frame = {
+        "prompt": [json.dumps([{"role": "user", "content": "Q"}])],
+        "chosen": ["good"],
+        "rejected": ["bad"],
+    }
+    cols = preference_columns(frame, "preference", system_prompt="Be kind.")
+    assert cols["prompt"] == [[{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Q"}]]
+    assert cols["chosen"] == [[{"role": "assistant", "content": "good"}]]
+    kto = unpaired(cols)
+    assert [c[0]["content"] for c in kto["completion"]] == ["good", "bad"] and kto["label"] == [True, False]
+
+
+# -- settings ------------------------------------------------------------------------------------------------------
+
+
+def test_every_preference_setting_problem_is_reported_at_once():
+    with pytest.raises(ConfigError) as err:
+        RunConfig.parse({"objective": "ppo", "beta": 0, "max_steps": 0})
+    fields = {p.field for p in err.value.problems}
+    assert fields == {"objective", "beta", "max_steps"}
+    assert "use sft, dpo, orpo or kto" in str(err.value)
+    with pytest.raises(ConfigError, match="batching = 'packed': dpo compares two answers"):
+        RunConfig.parse({"objective": "dpo", "batching": "packed"})
+
+
+def test_the_objective_must_fit_the_dataset_and_continue_from_must_be_a_finished_run(store, paths, csv_file):
+    from tests.conftest import add_dataset_record
+
+    pairs, _ = import_dataset(
+        store,
+        paths,
+        csv_file(rows_csv(["prompt", "chosen", "rejected"], [["a", "b", "c"], ["d", "e", "f"]]), "p.csv"),
+    )
+    examples, _ = import_dataset(store, paths, CAPITALS_CSV, name="capitals")
+    admission = Admission(store, paths, gpu_probe=list)
+    sft_on_pairs = admission.objective_problems(pairs, RunConfig.parse({"objective": "sft"}))
+    assert [p.field for p in sft_on_pairs] == ["objective"]
+    assert "use objective dpo or orpo or kto" in sft_on_pairs[0].fix
+    dpo_on_examples = admission.objective_problems(examples, RunConfig.parse({"objective": "dpo"}))
+    assert "make one from your blind-test votes" in dpo_on_examples[0].fix
+    assert admission.objective_problems(pairs, RunConfig.parse({"objective": "kto"})) == []
+
+    add_dataset_record(store)
+    store.add_job("run-old", "ds-1", "test", {"base_model": "other-model"}, str(paths.job_dir("run-old")))
+    unknown = admission.objective_problems(
+        pairs, RunConfig.parse({"objective": "dpo", "continue_from": "run-x"})
+    )
+    assert unknown[0].field == "continue_from" and "there is no run" in unknown[0].message
+    unfinished = admission.objective_problems(
+        pairs, RunConfig.parse({"objective": "dpo", "continue_from": "run-old"})
+    )
+    assert "has no finished adapter" in unfinished[0].message
+
+
+def test_preference_configs_carry_our_settings_into_trl():
+    from backend.models.devices import detect
+    from backend.training import hf
+
+    caps = detect("cpu", "fp32")
+    cfg = RunConfig.parse({"objective": "dpo", "beta": 0.25, "max_length": 300, "learning_rate": 5e-5})
+    dpo = hf.preference_config(cfg, caps, "/tmp/out")
+    assert (type(dpo).__name__, dpo.beta, dpo.max_length, dpo.learning_rate) == ("DPOConfig", 0.25, 300, 5e-5)
+    kto = hf.preference_config(cfg.updated(objective="kto"), caps, "/tmp/out", kto_counts=(10, 30))
+    assert (kto.desirable_weight, kto.undesirable_weight) == (3.0, 1.0)  # the rarer good answers weigh more
+    assert kto.train_sampling_strategy == "sequential"
+    orpo = hf.preference_config(cfg.updated(objective="orpo"), caps, "/tmp/out")
+    assert type(orpo).__name__ == "ORPOConfig" and orpo.remove_unused_columns is False
+    assert hf.kto_weights(5, 5) == (1.0, 1.0)
+
+
+# -- scores --------------------------------------------------------------------------------------------------------
+
+
+def test_the_judge_prefers_the_answer_closer_to_the_better_one():
+    better, worse = "The capital of France is Paris.", "The capital of France is Rome."
+    assert evaluate.judge_score("Paris is the capital of France.", better, worse) > 0
+    assert evaluate.judge_score("It is Rome.", better, worse) < 0
+    tally = evaluate.judge_tally([0.5, 0.0, -0.2, 0.1], [0.1, 0.005, 0.3, 0.1])
+    assert (tally["wins"], tally["ties"], tally["losses"]) == (1, 2, 1) and tally["win_rate"] == 0.5
+    assert evaluate.preference_accuracy([1.0, 2.0, 3.0], [2.0, 1.0, 4.0]) == pytest.approx(2 / 3)
+
+
+def test_the_data_tab_shows_both_answers_the_worse_one_as_what_to_avoid(paths, tiny_model):
+    from ui import data_tab
+
+    row = {
+        "prompt": json.dumps([{"role": "user", "content": "Capital of France?"}]),
+        "chosen": "Paris.",
+        "rejected": "Rome.",
+    }
+    html = data_tab.example_html(paths, "tiny-offline", "preference", row, "", "row 2")
+    good, bad = html.split('id="td-rendered-avoid"')
+    assert "Better answer: row 2" in good and "Paris." in good and "Rome." not in good
+    assert "Worse answer: row 2" in bad and "Rome." in bad and "learns <b>not</b> to write" in bad
+    assert data_tab.AVOID_STYLE in bad and data_tab.AVOID_STYLE not in good
+
+
+# -- training (slow: the tiny model, in this process) --------------------------------------------------------------
+
+CURT = ("No idea.", "Look it up.", "Not telling.", "Whatever.")
+
+
+def style_pairs(csv_file) -> str:
+    """The capitals with a full answer preferred to a curt one: a preference a tiny model can learn and carry over
+    to held-out prompts (the capitals themselves it cannot know)."""
+    rows = list(csv.DictReader(open(CAPITALS_CSV, encoding="utf-8")))
+    return str(
+        csv_file(
+            rows_csv(
+                ["prompt", "chosen", "rejected"],
+                [[r["question"], r["answer"], CURT[i % len(CURT)]] for i, r in enumerate(rows)],
+            ),
+            "style-pairs.csv",
+        )
+    )
+
+
+def preference_recipe(paths, store, job_id: str, **values):
+    """A recipe on the "style" dataset (the fixture below), as the worker would run it."""
+    from backend.training.recipe import Recipe
+
+    record = store.get_dataset("style")
+    config = RunConfig.parse(
+        {
+            "base_model": "tiny-offline",
+            "max_steps": 30,
+            "batch_size": 8,
+            "save_steps": 0,
+            "max_length": 64,
+            "precision": "fp32",
+            "eval_steps": 10,
+            "score_examples": 8,
+            **values,
+        }
+    )
+    job_dir = paths.job_dir(job_id)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    spec = JobSpec(
+        job_id, str(paths.home), record.id, record.path, config.model_dump(), shape=record.info["shape"]
+    )
+    spec.save(job_dir)
+    store.add_job(job_id, record.id, "test", config.model_dump(), str(job_dir))
+    return Recipe(spec, job_dir, store, threading.Event())
+
+
+@pytest.fixture
+def style_dataset(paths, store, csv_file, tiny_model):
+    """24 pairs to train on and 8 held out (the validation file)."""
+    path = style_pairs(csv_file)
+    # a validation file of its own: held-out capitals the run never sees
+    rows = list(csv.reader(open(path, encoding="utf-8")))
+    train = csv_file(rows_csv(rows[0], rows[1:25]), "train.csv")
+    held = csv_file(rows_csv(rows[0], rows[25:]), "held.csv")
+    return import_dataset(store, paths, train, name="style", validation_file=held)[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objective", ["dpo", "orpo", "kto"])
+def test_a_preference_run_learns_to_prefer_the_better_answer_on_held_out_prompts(
+    paths, store, style_dataset, objective
+):
+    lr = {"dpo": 0.003, "orpo": 0.01, "kto": 0.003}[objective]  # ORPO also learns the answers themselves
+    recipe = preference_recipe(paths, store, f"run-{objective}", objective=objective, learning_rate=lr)
+    recipe.setup()
+    result = recipe.train()
+    assert result.status == "succeeded" and result.extra["objective"] == objective
+    margins = [v for _, _, v in store.metrics(f"run-{objective}", "eval_rewards/margins")]
+    assert len(margins) >= 2 and margins[-1] > margins[0] + 0.05, margins  # the charts' margin rises
+    if objective != "kto":  # KTO logs no accuracy
+        accuracy = [v for _, _, v in store.metrics(f"run-{objective}", "eval_rewards/accuracies")]
+        assert accuracy[-1] >= 0.75, accuracy
+    recipe.score(result)
+    scores = json.loads((paths.job_dir(f"run-{objective}") / "eval.json").read_text())
+    # the tuned model finds the better answer of held-out pairs more likely than the base does
+    assert scores["tuned"]["pref_accuracy"] >= 0.75 and scores["base"]["pref_accuracy"] < 0.75
+    assert scores["judge"]["games"] == 8
+
+
+@pytest.mark.slow
+def test_dpo_continues_from_an_sft_run_and_measures_change_against_it(paths, store, style_dataset):
+    from tests.test_training import recipe_for
+
+    first = recipe_for(paths, store, "run-sft", max_steps=4)
+    first.setup()
+    sft_result = first.train()
+    assert sft_result.status == "succeeded"
+    start = paths.job_dir("run-dpo") / START_ADAPTER
+    import shutil
+
+    shutil.copytree(sft_result.adapter_dir, start)  # what the manager does for continue_from
+    recipe = preference_recipe(
+        paths, store, "run-dpo", objective="dpo", learning_rate=0.003, continue_from="run-sft", max_steps=3
+    )
+    recipe.setup()
+    result = recipe.train()
+    assert result.status == "succeeded" and result.extra["continued_from"] == "run-sft"
+    first_chosen = store.metrics("run-dpo", "rewards/chosen")[0][2]
+    # the reference is the SFT adapter (a frozen copy), not the base: at the first step policy and reference agree
+    assert abs(first_chosen) < 1e-4
+    import torch
+    from safetensors.torch import load_file
+
+    before = load_file(str(start / "adapter_model.safetensors"))
+    after = load_file(str(paths.job_dir("run-dpo") / "adapter" / "adapter_model.safetensors"))
+    assert before.keys() == after.keys()
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # it trained on from there
