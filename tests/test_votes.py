@@ -187,15 +187,7 @@ def test_a_written_answer_is_better_than_both_answers_shown() -> None:
 # -- export --------------------------------------------------------------------------------------------------------
 
 
-def _needs_preference_shape() -> None:
-    from backend.data.shapes import SHAPES
-
-    if "preference" not in SHAPES:
-        pytest.skip("the preference shape is not in backend.data.shapes yet")
-
-
 def test_exported_votes_are_a_preference_dataset_with_the_voted_texts(store: Store, paths: Paths) -> None:
-    _needs_preference_shape()
     votes = VoteStore(store)
     full_vote(votes, system="Answer with a number.", at=1.0)
     full_vote(
@@ -375,7 +367,6 @@ def test_make_a_dataset_from_votes_says_what_was_made_or_what_to_do(tab) -> None
 
     empty = compare_tab.make_vote_dataset("", tab)
     assert "td-error" in empty and "no blind-test votes yet" in empty and "Traceback" not in empty
-    _needs_preference_shape()
     votes = VoteStore(tab.store)
     full_vote(votes, at=1.0)
     full_vote(votes, prompt="What is 3+3?", left_answer="6", right_answer="9", at=2.0)
@@ -392,7 +383,6 @@ def test_make_a_dataset_from_votes_says_what_was_made_or_what_to_do(tab) -> None
 
 
 def test_votes_list_and_export_from_the_cli(store: Store, paths: Paths) -> None:
-    _needs_preference_shape()
     env = offline_env(paths.home)
     assert "No blind-test votes yet" in tunedeck(env, "votes", "list").stdout
     votes = VoteStore(store)
@@ -429,3 +419,41 @@ def test_votes_export_with_nothing_usable_fails_with_the_reason(store: Store, pa
         "error: No preference pairs in 1 vote, left out: ties with no better answer written (1). "
         "Fix: vote A or B on a few more prompts, or write a better answer."
     )
+
+
+@pytest.mark.slow
+def test_votes_become_a_dataset_and_a_dpo_run_from_the_cli(store: Store, paths: Paths, tiny_model) -> None:
+    """The loop the issue asks for, as a person runs it: blind votes, `votes export`, `train` with dpo."""
+    votes = VoteStore(store)
+    capitals = [("France", "Paris", "Rome"), ("Spain", "Madrid", "Lisbon"), ("Italy", "Rome", "Paris")]
+    for i, (country, right, wrong) in enumerate(capitals * 3):
+        full_vote(
+            votes,
+            prompt=f"What is the capital of {country}? ({i})",
+            left_answer=f"The capital of {country} is {right}.",
+            right_answer=f"The capital of {country} is {wrong}.",
+            at=float(i),
+        )
+    env = offline_env(paths.home)
+    made = tunedeck(env, "votes", "export", "--name", "capital-votes")
+    assert made.returncode == 0, made.stderr
+    res = tunedeck(
+        env,
+        "train",
+        "capital-votes",
+        "--preset",
+        "tiny-offline",
+        "--set",
+        "objective=dpo",
+        "--set",
+        "max_steps=4",
+        "--set",
+        "score_examples=0",
+        "--wait",
+        "--json",
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    job = store.list_jobs()[0]
+    assert job.status.value == "succeeded" and job.config["objective"] == "dpo"
+    assert Path(job.result["adapter_dir"], "adapter_model.safetensors").is_file()
+    assert len(store.metrics(job.id, "rewards/margins")) == 4  # charted every step
