@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backend.jobs.config import RunConfig
+from backend.jobs.config import PREFERENCE_OBJECTIVES, RunConfig
 
 GB = 2**30
 NF4_BYTES = 4.127 / 8  # NF4 + double-quantized absmax (Dettmers et al. 2023)
@@ -245,7 +245,9 @@ def memory(
     o_bytes = 2 if "8bit" in opt else 8
     adapter = n_lora * (2 * p_bytes + o_bytes)
 
-    tokens = cfg.batch_size * (cfg.max_length if cfg.batching == "packed" else seq)
+    tokens = (
+        cfg.batch_size * (cfg.max_length if cfg.batching == "packed" else seq) * sequences_per_example(cfg)
+    )
     h, i = shape.hidden, shape.intermediate
     q, kv = shape.heads * shape.hd, shape.kv_heads * shape.hd
     per_token_block = 5 * h + q + 2 * kv + q + 4 * i  # norms and residuals, q/k/v, attention output, the MLP
@@ -313,6 +315,12 @@ def peak_flops(device_name: str) -> float | None:
     return None
 
 
+def sequences_per_example(cfg: RunConfig) -> int:
+    """Sequences one example puts through the model: a preference pair is two (the better and the worse answer
+    after the prompt), and a KTO answer is two as well (its own and a mismatched one for the KL term)."""
+    return 2 if cfg.objective in PREFERENCE_OBJECTIVES else 1
+
+
 def flops_per_token(shape: ModelShape, cfg: RunConfig, mean_len: float) -> float:
     """Training FLOPs per token: 4N for LoRA (forward 2N, backward to the activations 2N; the frozen base gets no
     weight gradients), 6N with checkpointing's second forward; plus causal attention, 2 x s x d a layer forward.
@@ -323,7 +331,9 @@ def flops_per_token(shape: ModelShape, cfg: RunConfig, mean_len: float) -> float
     attention_forward = 2 * mean_len * shape.heads * shape.hd * shape.layers
     forward = 2 * (shape.block_linear_params + head) + attention_forward
     backward = (2 + 2 * ckpt) * (shape.block_linear_params * part + head) + 2 * attention_forward * part
-    return forward + backward + ckpt * attention_forward
+    # DPO and KTO also run the reference (the adapter switched off) forward, without gradients; ORPO has none.
+    reference = forward if cfg.objective in ("dpo", "kto") else 0.0
+    return forward + backward + ckpt * attention_forward + reference
 
 
 def seconds_per_epoch(
@@ -337,7 +347,7 @@ def seconds_per_epoch(
     cpu_cores: int | None = None,
 ) -> float | None:
     """Rough time of one pass over the data (about +-2x): FLOPs / (peak x assumed utilisation)."""
-    work = flops_per_token(shape, cfg, mean_len) * tokens_per_epoch
+    work = flops_per_token(shape, cfg, mean_len) * tokens_per_epoch * sequences_per_example(cfg)
     if device_kind == "cuda":
         peak = peak_flops(device_name)
         if peak is None:
@@ -450,7 +460,7 @@ def cpu_run(
     rate = CPU_GFLOPS["bf16" if bf16 else "fp32"] * 1e9 * cores
     mean_len = train_tokens / max(train_examples, 1)
     examples_seen = steps * cfg.batch_size * cfg.grad_accum * max(cfg.num_devices, 1)
-    tokens = mean_len * examples_seen
+    tokens = mean_len * examples_seen * sequences_per_example(cfg)
     train_s = tokens * flops_per_token(shape, cfg, mean_len) / rate + steps * CPU_STEP_OVERHEAD_S
     forward = (
         2 * (shape.block_linear_params + shape.vocab * shape.hidden)
