@@ -600,7 +600,7 @@ def render(ctx: AppContext) -> dict:
         )
         with gr.Row():
             votes_name = gr.Textbox(
-                label="Dataset name (optional)", placeholder="votes-<today's date>", scale=2
+                label="Name for the new dataset (optional)", placeholder="votes-<today's date>", scale=2
             )
             make_dataset = gr.Button("Make a dataset from my votes", scale=1)
         votes_msg = gr.Markdown(elem_id="votes-dataset-message")
