@@ -351,3 +351,18 @@ def test_dpo_continues_from_an_sft_run_and_measures_change_against_it(paths, sto
     after = load_file(str(paths.job_dir("run-dpo") / "adapter" / "adapter_model.safetensors"))
     assert before.keys() == after.keys()
     assert any(not torch.equal(before[k], after[k]) for k in before)  # it trained on from there
+
+
+def test_the_rewards_chart_gets_numbers_not_labels(store, paths):
+    """Gradio fixes a chart's axis type from its first frame: the rewards must be floats from the start."""
+    from tests.conftest import add_dataset_record
+    from ui import runs_tab
+
+    add_dataset_record(store)
+    store.add_job("run-p", "ds-1", "test", {"objective": "dpo"}, str(paths.job_dir("run-p")))
+    assert runs_tab.reward_points(store, "run-p") is None  # nothing logged: no chart
+    for step in (1, 2):
+        store.add_metrics("run-p", step, {"rewards/chosen": 0.1 * step, "rewards/rejected": -0.2 * step})
+    frame = runs_tab.reward_points(store, "run-p")
+    assert str(frame["reward"].dtype) == "float64"
+    assert set(frame["series"]) == set(runs_tab.REWARD_SERIES)

@@ -351,9 +351,10 @@ def test_voting_clears_the_written_answer_and_draws_the_win_rate_lines(tab) -> N
 def test_the_win_rate_lines_are_typed_from_the_first_frame(tab) -> None:
     from ui import compare_tab
 
-    plot = gr.LinePlot(x="time", y="win rate", color="contestant")
+    plot = gr.LinePlot(x="vote", y="win rate", color="contestant")
     empty = compare_tab.rates_history(tab)
     assert plot.postprocess(empty).datatypes == {
+        "vote": "quantitative",
         "time": "temporal",
         "contestant": "nominal",
         "win rate": "quantitative",

@@ -39,6 +39,18 @@ def build_app(ctx: AppContext) -> gr.Blocks:
 
         # Saving, renaming or deleting a dataset refreshes the dataset table and the Train tab's dataset list.
         data_tab.wire(data, train["dataset"], ctx)
+        # A dataset made from the blind-test votes: listed in the Data tab and picked in the Train tab, to train on.
+        compare["votes_event"].then(
+            lambda msg: (
+                gr.update(choices=(names := data_tab.dataset_choices(ctx)), value=names[0])
+                if "td-ok" in (msg or "")
+                else gr.update(),
+                data_tab.datasets_table(ctx),
+            ),
+            compare["votes_msg"],
+            [train["dataset"], data["table"]],
+            api_visibility="private",
+        )
         # A queued job: show the Runs tab with that job selected.
         train["train_event"].then(
             lambda job_id: (

@@ -283,12 +283,19 @@ def rates_table(rates: pd.DataFrame) -> pd.DataFrame:
     return shown
 
 
-HISTORY_COLUMNS = {"time": "datetime64[ns]", "contestant": object, "win rate": "float64", "games": "int64"}
+HISTORY_COLUMNS = {
+    "vote": "int64",
+    "time": "datetime64[ns]",
+    "contestant": object,
+    "win rate": "float64",
+    "games": "int64",
+}
 
 
 def rates_history(ctx: AppContext) -> pd.DataFrame:
     """Each contestant's win rate after each of its votes (``votes.win_rate_history``), typed even when empty (the
-    lesson of ``win_rates``: Gradio fixes the axis types from the first frame; the time is an axis of time)."""
+    lesson of ``win_rates``: Gradio fixes the axis types from the first frame). The chart's axis is the number of
+    votes so far, not the clock: votes cast a few seconds apart made a time axis of ".800" ticks."""
     rows = win_rate_history(VoteStore(ctx.store).votes())
     frame = pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
     frame["time"] = pd.to_datetime(frame["time"], unit="s")
@@ -583,7 +590,8 @@ def render(ctx: AppContext) -> dict:
                 history_now["value"],  # typed from the first frame on: time, and a quantity from 0 to 100 %
                 visible=history_now["visible"],
                 color_map=history_now["color_map"],
-                x="time",
+                x="vote",
+                x_title="votes so far",
                 y="win rate",
                 color="contestant",
                 y_lim=[0, 1],
@@ -695,7 +703,9 @@ def render(ctx: AppContext) -> dict:
     # Opening the tab refreshes the win-rate table (compare_tab.on_open, wired in ui/__init__.py); the lines follow
     # it (after a vote they are already drawn: the same frame again).
     rates.change(lambda: history_chart(rates_history(ctx)), None, history_plot, api_visibility="private")
-    make_dataset.click(lambda n: make_vote_dataset(n, ctx), votes_name, votes_msg, api_name="export_votes")
+    votes_event = make_dataset.click(
+        lambda n: make_vote_dataset(n, ctx), votes_name, votes_msg, api_name="export_votes"
+    )
     score.click(score_run, [eval_run, limit], [eval_msg, scores, examples, examples_csv], api_name="evaluate")
     eval_run.change(
         lambda r: show_eval(r, ctx),
@@ -716,4 +726,6 @@ def render(ctx: AppContext) -> dict:
         "pick": pick,
         "rates": rates,
         "rates_plot": rates_plot,
+        "votes_event": votes_event,
+        "votes_msg": votes_msg,
     }

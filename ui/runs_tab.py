@@ -119,7 +119,18 @@ def job_panel(job_id: str | None, ctx: AppContext) -> tuple[str, pd.DataFrame, s
     v = views.job_view(ctx.store, job)
     lines = [
         f"**{job.id}**: {views.status_line(v)}",
-        f"Model {v['base_model']} ({v['method']}), preset {v['preset']}, dataset {v['dataset']}.",
+        f"Model {v['base_model']} ({v['method']}), preset {v['preset']}, dataset {v['dataset']}"
+        + (
+            f", objective {objective.upper()}"
+            if (objective := job.config.get("objective", "sft")) != "sft"
+            else ""
+        )
+        + (
+            f", starting from {job.config['continue_from']}'s adapter"
+            if job.config.get("continue_from")
+            else ""
+        )
+        + ".",
     ]
     if v["pid"]:
         lines.append(f"Worker process {v['pid']}.")
@@ -252,7 +263,7 @@ def render(ctx: AppContext) -> dict:
                 x="step",
                 y="reward",
                 color="series",
-                title="Rewards of the better and the worse answers (training)",
+                title="Rewards: better vs worse answer (training)",
                 x_title="step",
                 y_title="reward",
                 height=220,

@@ -60,6 +60,7 @@ def curve_frame(
     ]
     if filler:
         frame = pd.concat([frame, pd.DataFrame(filler, columns=list(columns))], ignore_index=True)
+    # every measured column is a quantity (a "reward" typed as text made its axis one of sorted labels)
     return frame.astype(
-        {c: ("int64" if c == "step" else "float64" if c in ("loss", "value") else "object") for c in columns}
+        {c: ("int64" if c == "step" else "object" if c == "series" else "float64") for c in columns}
     )

@@ -165,17 +165,19 @@ def export_votes(store: Any, paths: Any, name: str | None = None) -> tuple[Any, 
 
 def win_rate_history(votes: Iterable[Vote]) -> list[dict[str, Any]]:
     """Each contestant's win rate (ties count half, as in the win-rate table) after each vote it took part in:
-    rows ``{"time", "contestant", "win rate", "games"}``, oldest first. Shows whether a model's rate has settled
-    or still moves with every vote."""
+    rows ``{"vote", "time", "contestant", "win rate", "games"}`` (``vote``: how many votes so far, all
+    contestants), oldest first. Shows whether a model's rate has settled or still moves with every vote."""
     tally: dict[str, list[float]] = {}  # contestant -> [points, games]
     out: list[dict[str, Any]] = []
-    for vote in votes:
+    for n, vote in enumerate(votes, start=1):
         for me in (vote.left, vote.right):
             points = 1.0 if vote.winner == me else 0.5 if vote.winner == "tie" else 0.0
             t = tally.setdefault(me, [0.0, 0])
             t[0] += points
             t[1] += 1
-            out.append({"time": vote.time, "contestant": me, "win rate": t[0] / t[1], "games": int(t[1])})
+            out.append(
+                {"vote": n, "time": vote.time, "contestant": me, "win rate": t[0] / t[1], "games": int(t[1])}
+            )
     return out
 
 
