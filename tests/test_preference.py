@@ -213,6 +213,9 @@ def test_preference_configs_carry_our_settings_into_trl():
     orpo = hf.preference_config(cfg.updated(objective="orpo"), caps, "/tmp/out")
     assert type(orpo).__name__ == "ORPOConfig" and orpo.remove_unused_columns is False
     assert hf.kto_weights(5, 5) == (1.0, 1.0)
+    assert dpo.loss_type == ["sigmoid"]  # plain DPO by default
+    rpo = hf.preference_config(cfg.updated(sft_weight=1.0), caps, "/tmp/out")
+    assert (rpo.loss_type, rpo.loss_weights) == (["sigmoid", "sft"], [1.0, 1.0])
 
 
 # -- scores --------------------------------------------------------------------------------------------------------

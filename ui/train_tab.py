@@ -34,6 +34,7 @@ BASIC = (
 ADVANCED = (
     "continue_from",
     "beta",
+    "sft_weight",
     "lora_r",
     "grad_accum",
     "gradient_checkpointing",
@@ -69,6 +70,7 @@ LABELS = {
     "method": "Method (LoRA, or 4-bit QLoRA)",
     "objective": "What it learns from",
     "beta": "Preference strength (beta)",
+    "sft_weight": "Also learn the better answers (weight)",
     "continue_from": "Start from a finished run's adapter",
     "max_steps": "Training steps (-1: use passes)",
     "num_epochs": "Passes over the data",

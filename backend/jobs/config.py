@@ -68,6 +68,15 @@ class RunConfig(BaseModel):
         gt=0,
         le=10,
     )
+    sft_weight: float = _f(
+        0.0,
+        "dpo only: also learn to write the better answer itself, with this weight (the RPO loss: DPO plus the SFT "
+        "loss on the chosen answers). Plain DPO (0) only moves away from the worse answers, and on a small model it "
+        "can drift: answers run on past their end. 1.0 keeps them whole.",
+        "use 0 (plain DPO) or a weight such as 1.0",
+        ge=0,
+        le=100,
+    )
     continue_from: str = _f(
         "",
         "Start from the adapter of a finished run (its id) instead of a new one, e.g. a preference run after an sft "

@@ -210,7 +210,10 @@ def preference_config(
     if cfg.objective == "dpo":
         from trl import DPOConfig
 
-        return DPOConfig(**kw, truncation_mode="keep_start")
+        losses = (
+            {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, cfg.sft_weight]} if cfg.sft_weight else {}
+        )
+        return DPOConfig(**kw, truncation_mode="keep_start", **losses)
     if cfg.objective == "orpo":
         _quiet_experimental()
         from trl.experimental.orpo import ORPOConfig
