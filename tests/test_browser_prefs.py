@@ -70,8 +70,8 @@ def test_blind_votes_become_a_dataset_and_a_dpo_run_from_the_browser(
             expect(page.locator("#train-estimate")).to_contain_text("6 steps", timeout=60_000)
             page.screenshot(path=str(SHOTS / "7-train-dpo.png"), full_page=True)
             page.get_by_role("button", name="Train", exact=True).click()
-            queued = page.get_by_text(re.compile(r"^Queued run-"))
-            expect(queued).to_be_visible(timeout=60_000)
+            queued = page.get_by_text(re.compile(r"Queued run-")).first
+            expect(queued).to_be_visible(timeout=120_000)
             run = re.search(r"run-[\w-]+", queued.inner_text()).group(0)
             assert run != sft
 

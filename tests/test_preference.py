@@ -353,6 +353,7 @@ def test_dpo_continues_from_an_sft_run_and_measures_change_against_it(paths, sto
     before = load_file(str(start / "adapter_model.safetensors"))
     after = load_file(str(paths.job_dir("run-dpo") / "adapter" / "adapter_model.safetensors"))
     assert before.keys() == after.keys()
+    assert not (paths.job_dir("run-dpo") / "adapter" / "ref").exists()  # TRL's frozen copy is not shipped
     assert any(not torch.equal(before[k], after[k]) for k in before)  # it trained on from there
 
 

@@ -60,7 +60,9 @@ def curve_frame(
     ]
     if filler:
         frame = pd.concat([frame, pd.DataFrame(filler, columns=list(columns))], ignore_index=True)
-    # every measured column is a quantity (a "reward" typed as text made its axis one of sorted labels)
+    # the measured columns are quantities (a "reward" typed as text made its axis one of sorted labels); others,
+    # such as a run's name, stay text
+    numeric = ("loss", "value", "reward")
     return frame.astype(
-        {c: ("int64" if c == "step" else "object" if c == "series" else "float64") for c in columns}
+        {c: ("int64" if c == "step" else "float64" if c in numeric else "object") for c in columns}
     )

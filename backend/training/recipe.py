@@ -606,6 +606,13 @@ class Recipe:
         with self.heartbeat.during("saving the adapter"):
             # every process takes part (FSDP gathers); the first one writes
             self.trainer.save_model(str(adapter_dir))
+        if self.is_main and (adapter_dir / "ref").is_dir():
+            # PEFT saves every adapter: a run that continued another also wrote TRL's frozen reference copy, the
+            # adapter it started from, into ref/. The run's adapter is the default one; the copy would only double
+            # every download and push.
+            import shutil
+
+            shutil.rmtree(adapter_dir / "ref")
         if self.is_main:
             self.tokenizer.save_pretrained(str(adapter_dir))
             name_base_model(adapter_dir, self.model_ref.portable_name)
