@@ -186,6 +186,20 @@ def test_the_objective_must_fit_the_dataset_and_continue_from_must_be_a_finished
     dpo_on_examples = admission.objective_problems(examples, RunConfig.parse({"objective": "dpo"}))
     assert "make one from your blind-test votes" in dpo_on_examples[0].fix
     assert admission.objective_problems(pairs, RunConfig.parse({"objective": "kto"})) == []
+    all_good, _ = import_dataset(
+        store,
+        paths,
+        csv_file(
+            rows_csv(["prompt", "completion", "label"], [["a", "b", "1"], ["c", "d", "yes"]]), "good.csv"
+        ),
+        validation="none",
+    )
+    one_kind = admission.objective_problems(all_good, RunConfig.parse({"objective": "kto"}))
+    assert (
+        one_kind[0].field == "dataset"
+        and "every training answer of this dataset is marked good" in one_kind[0].message
+    )
+    assert "add answers marked bad" in one_kind[0].fix
 
     add_dataset_record(store)
     store.add_job("run-old", "ds-1", "test", {"base_model": "other-model"}, str(paths.job_dir("run-old")))

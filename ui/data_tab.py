@@ -761,41 +761,10 @@ def render(ctx: AppContext) -> dict:
         *pref_cols,
     ]
 
-    def show_example(
-        file,
-        sheet_,
-        shape_,
-        prompt,
-        response,
-        system,
-        context,
-        messages,
-        text,
-        model_,
-        row,
-        sys_p,
-        mx,
-        over,
-        *pref,
-    ):
-        return render_example(
-            file,
-            sheet_,
-            shape_,
-            prompt,
-            response,
-            system,
-            context,
-            messages,
-            text,
-            model_,
-            row,
-            sys_p,
-            ctx,
-            mx,
-            over,
-            *pref,
-        )
+    def show_example(*values):
+        # example_inputs in order: upload … over_length as render_example takes them before ctx, then the
+        # preference roles it takes by keyword position after it
+        return render_example(*values[:12], ctx, *values[12:])
 
     preview_outs = [message, preview, shape, *roles, sheet, name, example_row, *pref_cols]
     # A new file: the last save's message and report belong to another file, so they go.

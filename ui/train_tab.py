@@ -163,7 +163,7 @@ def finished_runs(ctx: AppContext) -> list[tuple[str, str]]:
         if (job.result or {}).get("adapter_dir"):
             what = f"{job.id} ({job.config.get('base_model')}, {job.config.get('objective', 'sft')})"
             runs.append((what, job.id))
-    return runs[:1] + sorted(runs[1:], key=lambda r: r[1], reverse=True)
+    return runs  # list_jobs gives the newest first
 
 
 def preset_values(preset: str) -> list[Any]:

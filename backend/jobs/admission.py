@@ -274,6 +274,10 @@ class Admission:
                     fix,
                 )
             )
+        if config.objective == "kto" and shape == "feedback" and not problems:
+            problem = _one_kind_only(record)
+            if problem:
+                problems.append(problem)
         if config.continue_from:
             problem = self._continue_problem(config)
             if problem:
@@ -352,6 +356,25 @@ class Admission:
         return [
             Problem("memory", f"{fit.need.total:.1f} GB", text.split(" Fix: ")[0], text.split(" Fix: ")[-1])
         ]
+
+
+def _one_kind_only(record: DatasetRecord) -> Problem | None:
+    """KTO learns from the contrast of good and bad answers: a training split of one kind only is refused here,
+    before a worker loads the model (the worker checks again)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(record.path, columns=["label", "split"]).to_pydict()
+    labels = {v for v, split in zip(table["label"], table["split"], strict=True) if split == "train"}
+    if len(labels) > 1:
+        return None
+    kind = "good" if labels == {"true"} else "bad"
+    return Problem(
+        "dataset",
+        record.name,
+        f"every training answer of this dataset is marked {kind}, and KTO needs good and bad answers",
+        f"add answers marked {'bad' if kind == 'good' else 'good'}, or import the good answers as prompt and "
+        "response examples and use objective sft",
+    )
 
 
 SHAPE_WORDS = {
