@@ -222,13 +222,13 @@ def test_scores_say_what_each_measures_and_the_example_table_is_readable(ctx):
             }
         ]
     )
-    shown = compare_tab.example_rows(full)
+    shown = compare_tab.example_rows(full, evaluate.score_columns({"n_examples": 1}))
     assert list(shown.columns) == [
         "question",
         "reference answer",
         "base model",
         "fine-tuned",
-        "base ROUGE-L",
+        "base model ROUGE-L",
         "fine-tuned ROUGE-L",
     ]
     assert shown.iloc[0]["fine-tuned ROUGE-L"] == "100%"

@@ -15,7 +15,7 @@ from backend.data.readers import DataError
 from backend.data.shapes import preference_columns, unpaired
 from backend.jobs.admission import Admission
 from backend.jobs.config import ConfigError, RunConfig
-from backend.jobs.handoff import START_ADAPTER, JobSpec
+from backend.jobs.handoff import START_ADAPTER, JobSpec, last_checkpoint
 from backend.serving import evaluate
 from backend.settings import CAPITALS_CSV
 
@@ -370,6 +370,25 @@ def test_dpo_continues_from_an_sft_run_and_measures_change_against_it(paths, sto
     assert not (paths.job_dir("run-dpo") / "adapter" / "ref").exists()  # TRL's frozen copy is not shipped
     assert any(not torch.equal(before[k], after[k]) for k in before)  # it trained on from there
 
+    # Scored against the base and against the run it started from: three columns, two verdicts of the judge.
+    recipe.score(result)
+    scores = json.loads((paths.job_dir("run-dpo") / "eval.json").read_text())
+    assert scores["start_run"] == "run-sft" and scores["judge_start"]["games"] == 8
+    losses = [scores[side]["eval_loss"] for side in ("base", "start", "tuned")]
+    assert len(set(losses)) == 3, losses  # three different models answered
+    table = evaluate.scores_markdown(scores)
+    assert "| | base model | started from run-sft | fine-tuned |" in table
+    assert "automatic judge, fine-tuned vs run-sft: win rate" in table
+    rows = list(csv.DictReader(open(paths.job_dir("run-dpo") / "eval_examples.csv", encoding="utf-8")))
+    assert len(rows) == 8 and all(r["start_answer"] is not None for r in rows)
+    # The worker scored the start from TRL's in-memory reference; `tunedeck eval` and Compare load the run's copy
+    # of that adapter from disk: the same model, the same scores.
+    from backend.serving.generate import ModelPool
+
+    again = evaluate.score(store, store.get_job("run-dpo"), result.adapter_dir, ModelPool(paths), limit=8)
+    assert again.start["eval_loss"] == pytest.approx(scores["start"]["eval_loss"], abs=1e-4)
+    assert again.tuned["eval_loss"] == pytest.approx(scores["tuned"]["eval_loss"], abs=1e-4)
+
 
 def test_the_rewards_chart_gets_numbers_not_labels(store, paths):
     """Gradio fixes a chart's axis type from its first frame: the rewards must be floats from the start."""
@@ -384,3 +403,53 @@ def test_the_rewards_chart_gets_numbers_not_labels(store, paths):
     frame = runs_tab.reward_points(store, "run-p")
     assert str(frame["reward"].dtype) == "float64"
     assert set(frame["series"]) == set(runs_tab.REWARD_SERIES)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objective,from_sft", [("dpo", False), ("kto", False), ("dpo", True)])
+def test_a_cancelled_preference_run_resumes_exactly_where_it_stopped(
+    paths, store, style_dataset, objective, from_sft
+):
+    """Cancel at step 4, resume from its checkpoint: steps 5-8 have the losses and reward margins of a run that was
+    never interrupted (KTO's shuffled order, and the frozen reference of a run continued from an SFT run, included)."""
+    import shutil
+    from dataclasses import replace
+
+    from tests.test_training import cancel_when_step_begins, recipe_for
+
+    settings = {"objective": objective, "learning_rate": 0.003, "max_steps": 8, "eval_steps": 0}
+    settings["lr_scheduler"] = "linear"
+    if from_sft:
+        sft = recipe_for(paths, store, "run-sft", max_steps=4)
+        sft.setup()
+        start = sft.train().adapter_dir
+        settings["continue_from"] = "run-sft"
+
+    def recipe(job_id: str):
+        if from_sft:  # what the manager does for continue_from, on the first run and on its resume alike
+            shutil.copytree(start, paths.job_dir(job_id) / START_ADAPTER)
+        return preference_recipe(paths, store, job_id, **settings)
+
+    whole = recipe("run-whole")
+    whole.setup()
+    assert whole.train().status == "succeeded"
+
+    first = recipe("run-first")
+    first.setup()
+    cancel_when_step_begins(first, 3)
+    stopped = first.train()
+    assert stopped.status == "cancelled" and stopped.steps == 4
+    second = recipe("run-second")
+    second.spec = replace(second.spec, resume_from=str(last_checkpoint(first.job_dir)))
+    second.setup()
+    result = second.train()
+    assert result.status == "succeeded" and result.extra["resumed_from_step"] == 4
+
+    def curve(job_id: str, name: str) -> dict[int, float]:
+        return {s: v for s, _, v in store.metrics(job_id, name)}
+
+    for name in ("loss", "rewards/margins"):
+        resumed, uninterrupted = curve("run-second", name), curve("run-whole", name)
+        assert sorted(resumed) == [5, 6, 7, 8], name  # the step count goes on from the checkpoint
+        for step in (5, 6, 7, 8):
+            assert resumed[step] == pytest.approx(uninterrupted[step], abs=1e-4), (name, step)

@@ -52,6 +52,19 @@ def recipe_for(paths: Paths, store: Store, job_id: str = "run-test", **values) -
     return Recipe(spec, job_dir, store, threading.Event())
 
 
+def cancel_when_step_begins(recipe: Recipe, done: int) -> None:
+    """Cancel ``recipe`` as the step after ``done`` finished steps begins, as the worker's SIGTERM handler would: the
+    run stops after that step, at a step count that does not depend on how fast the machine is."""
+    from transformers import TrainerCallback
+
+    class Cancel(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            if state.global_step == done:
+                recipe.stop.set()
+
+    recipe.trainer.add_callback(Cancel())
+
+
 def adapter_params(model) -> dict:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
@@ -240,17 +253,9 @@ def test_the_trap_is_real_where_this_cpu_repacks(tiny_model_build):
 
 
 def test_cancel_stops_after_the_step_and_saves_a_checkpoint_to_resume_from(paths, store, tiny_model):
-    from transformers import TrainerCallback
-
     recipe = recipe_for(paths, store, max_steps=50)
     recipe.setup()
-
-    class CancelAtThree(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kw):
-            if state.global_step == 3:
-                recipe.stop.set()  # what the worker's SIGTERM handler does
-
-    recipe.trainer.add_callback(CancelAtThree())
+    cancel_when_step_begins(recipe, 3)
     result = recipe.train()
     assert result.status == "cancelled" and result.steps == 4
     assert result.reason.startswith("cancelled at step 4 of 50")
@@ -339,8 +344,6 @@ def test_a_resumed_run_continues_exactly_where_the_cancelled_one_stopped(paths, 
     never interrupted (adapter, optimizer, scheduler, data order and RNG all restored)."""
     from dataclasses import replace
 
-    from transformers import TrainerCallback
-
     settings = {"max_steps": 8, "lr_scheduler": "linear", "lora_dropout": 0.1}
     whole = recipe_for(paths, store, job_id="run-whole", **settings)
     whole.setup()
@@ -348,13 +351,7 @@ def test_a_resumed_run_continues_exactly_where_the_cancelled_one_stopped(paths, 
 
     first = recipe_for(paths, store, job_id="run-first", **settings)
     first.setup()
-
-    class CancelAfterFour(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kw):
-            if state.global_step == 3:
-                first.stop.set()
-
-    first.trainer.add_callback(CancelAfterFour())
+    cancel_when_step_begins(first, 3)
     assert first.train().steps == 4
     ckpt = last_checkpoint(first.job_dir)
 

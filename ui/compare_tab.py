@@ -377,12 +377,12 @@ def show_eval(run: str | None, ctx: AppContext):
     if not data:
         return ("Not scored yet: press *Score*.", None, None, None)
 
+    columns = evaluate.score_columns(data)  # base model, the run it started from (if any), fine-tuned
     table = pd.DataFrame(
         [
             {
                 "score": evaluate.LABELS[m],
-                "base model": evaluate.fmt_score(data["base"].get(m)),
-                "fine-tuned": evaluate.fmt_score(data["tuned"].get(m)),
+                **{label: evaluate.fmt_score(data[side].get(m)) for side, label in columns},
                 "what it measures": evaluate.ABOUT[m],
             }
             for m in evaluate.METRICS + evaluate.PREF_METRICS
@@ -390,15 +390,11 @@ def show_eval(run: str | None, ctx: AppContext):
         ]
     )
     csv_path = Path(job.job_dir) / "eval_examples.csv"
-    examples = example_rows(pd.read_csv(csv_path)) if csv_path.is_file() else None
+    examples = example_rows(pd.read_csv(csv_path), columns) if csv_path.is_file() else None
     msg = ok_md(
         f"**{run}** on {data['n_examples']} examples from {data['source']} ({data['seconds']} s). "
         "↓ lower is better, ↑ higher is better."
-        + (
-            f"  \n{evaluate.judge_line(data['judge'])}; the judge: {data['judge']['how']}."
-            if data.get("judge")
-            else ""
-        )
+        + "".join(f"  \n{line}" for line in evaluate.judge_lines(data))
     )
     return msg, table, examples, str(csv_path) if csv_path.is_file() else None
 
@@ -413,20 +409,15 @@ def score_limit(run: str | None, ctx: AppContext) -> dict:
     return gr.update(minimum=1, maximum=n, value=min(32, n), step=1)
 
 
-def example_rows(full: pd.DataFrame) -> pd.DataFrame:
-    """The per-example table for reading: the question, the reference and both answers, with one score each (ROUGE-L,
-    in %). Every column of every score stays in the CSV download."""
-    shown = pd.DataFrame(
-        {
-            "question": full.get("prompt"),
-            "reference answer": full.get("reference"),
-            "base model": full.get("base_answer"),
-            "fine-tuned": full.get("tuned_answer"),
-        }
-    )
-    for side, label in (("base", "base ROUGE-L"), ("tuned", "fine-tuned ROUGE-L")):
+def example_rows(full: pd.DataFrame, columns: list[tuple[str, str]]) -> pd.DataFrame:
+    """The per-example table for reading: the question, the reference and each model's answer (``columns``: side,
+    label), with one score each (ROUGE-L, in %). Every column of every score stays in the CSV download."""
+    shown = pd.DataFrame({"question": full.get("prompt"), "reference answer": full.get("reference")})
+    for side, label in columns:
+        shown[label] = full.get(f"{side}_answer")
+    for side, label in columns:
         col = full.get(f"{side}_rougeL")
-        shown[label] = [f"{v:.0%}" for v in col] if col is not None else None
+        shown[f"{label} ROUGE-L"] = [f"{v:.0%}" for v in col] if col is not None else None
     return shown
 
 

@@ -482,7 +482,8 @@ def cpu_run(
             * (CPU_DECODE_STEP_S + weight_bytes / (CPU_MEMORY_BANDWIDTH_GBS * GB) + 8 * forward)
         )
         prefill = n * (prompt_tokens + reference_tokens) * forward  # prompts, and the reference loss
-        score_s = 2 * (decode + prefill)  # the base model, then the fine-tuned one
+        # the base model, the run it started from (a continued run), then the fine-tuned one
+        score_s = (3 if cfg.continue_from else 2) * (decode + prefill)
     return CpuRun(
         ram_gb=cpu_memory_gb(shape, cfg, seq_len=longest, bf16=bf16, mean_len=mean_len),
         start_s=CPU_START_S,

@@ -13,6 +13,10 @@ likely than the worse one, per token: the log-likelihood judge) and a *win rate*
 automatically (no other LLM is available offline): for each held-out prompt both models answer, and the answer that
 is closer to the better answer than to the worse one (ROUGE-1, the words it shares with each, to the better minus
 to the worse: word-level, so "Paris" against "Rome" counts wherever it stands) wins; a difference under 0.02 is a tie. Ties count half, as in the blind test's win rates.
+
+A run that continued another run (``continue_from``) is also scored against the adapter it started from, a third
+column: the bare base says how far the two runs together came, the starting run says what this run added (did DPO
+after SFT help?).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Any
 
 from backend.core.store import JobRecord, Store
 from backend.errors import TuneDeckError
+from backend.jobs.handoff import START_ADAPTER
 from backend.settings import Paths
 
 METRICS = ("eval_loss", "perplexity", "rougeL", "bleu", "chrf", "exact_match")
@@ -53,30 +58,49 @@ class EvalResult:
     tuned: dict[str, float]
     seconds: float
     examples: list[dict[str, Any]] = field(default_factory=list)
-    judge: dict[str, Any] = field(
-        default_factory=dict
-    )  # preference data: the automatic judge's tuned-vs-base tally
+    # preference data: the automatic judge's tuned-vs-base tally
+    judge: dict[str, Any] = field(default_factory=dict)
+    # a run that continued another: that run's id, the scores of the adapter it started from, and the judge's
+    # tuned-vs-start tally
+    start_run: str = ""
+    start: dict[str, float] = field(default_factory=dict)
+    judge_start: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> str:
+        start = f"start ({self.start_run})" if self.start_run else ""
         rows = [
             f"{self.run_id} on {self.n_examples} examples ({self.source}):",
-            f"{'metric':<12} {'base':>10} {'fine-tuned':>11}",
+            f"{'metric':<12} {'base':>10}"
+            + (f" {start:>{len(start)}}" if start else "")
+            + f" {'fine-tuned':>11}",
         ]
         for m in METRICS + PREF_METRICS:
             b, t = self.base.get(m), self.tuned.get(m)
             if b is None and t is None:
                 continue
-            rows.append(f"{m:<12} {fmt_score(b):>10} {fmt_score(t):>11}")
+            middle = f" {fmt_score(self.start.get(m)):>{len(start)}}" if start else ""
+            rows.append(f"{m:<12} {fmt_score(b):>10}{middle} {fmt_score(t):>11}")
         if self.judge:
             rows.append(judge_line(self.judge))
+        if self.judge_start:
+            rows.append(judge_line(self.judge_start, self.start_run))
         return "\n".join(rows)
 
 
-def judge_line(judge: dict[str, Any]) -> str:
+def judge_line(judge: dict[str, Any], against: str = "") -> str:
+    """The judge's tally in words; ``against`` names the run it was measured against (the base model if empty)."""
     return (
-        f"automatic judge, fine-tuned vs base: win rate {judge['win_rate']:.0%} ({judge['wins']} wins, "
-        f"{judge['ties']} ties, {judge['losses']} losses on {judge['games']} prompts)"
+        f"automatic judge, fine-tuned vs {against or 'base'}: win rate {judge['win_rate']:.0%} ({judge['wins']} "
+        f"wins, {judge['ties']} ties, {judge['losses']} losses on {judge['games']} prompts)"
     )
+
+
+def start_adapter(job: JobRecord) -> str | None:
+    """The adapter a run that continued another started from (its own copy, kept in its folder), else None."""
+    if not job.config.get("continue_from"):
+        return None
+    path = Path(job.job_dir) / START_ADAPTER
+    return str(path) if (path / "adapter_config.json").is_file() else None
 
 
 def judge_score(answer: str, chosen: str, rejected: str) -> float:
@@ -381,7 +405,8 @@ def score(
 
     ``pool.use(base_model, adapter_dir or None)`` gives (loaded model, context to generate in): a ModelPool, or
     the worker's view of the model it has just trained. ``should_stop()`` is checked between batches;
-    ``on_progress(done, total)`` is told how many answers (base and fine-tuned) are written so far."""
+    ``on_progress(done, total)`` is told how many answers (base, start and fine-tuned) are written so far.
+    A run that continued another is also scored against the adapter it started from (side "start")."""
     from backend.serving.generate import generate_batch
 
     t0 = time.monotonic()
@@ -389,8 +414,10 @@ def score(
     answers: dict[str, list[str]] = {}
     losses: dict[str, float] = {}
     accuracy: dict[str, float] = {}
-    done, total = 0, 2 * len(examples)
-    for side, adapter_dir in (("base", None), ("tuned", adapter)):
+    start = start_adapter(job)
+    models = [("base", None)] + ([("start", start)] if start else []) + [("tuned", adapter)]
+    done, total = 0, len(models) * len(examples)
+    for side, adapter_dir in models:
         loaded, mode = pool.use(job.config["base_model"], adapter_dir, like=adapter)
         # An answer much longer than its reference only lowers its scores: stop at 1.5x the reference (+8 tokens).
         budgets = [
@@ -418,7 +445,7 @@ def score(
                 accuracy[side] = preference_accuracy(better_loss, worse_loss)
     refs = [r for _, r in examples]
     sides = {}
-    for side in ("base", "tuned"):
+    for side, _ in models:
         scores = corpus_scores(answers[side], refs)
         loss = losses[side]
         sides[side] = {
@@ -428,25 +455,22 @@ def score(
             **({"pref_accuracy": accuracy[side]} if side in accuracy else {}),
         }
     judge: dict[str, Any] = {}
+    judge_start: dict[str, Any] = {}
     if worse:
         judged = {
             side: [judge_score(a, r, w) for a, r, w in zip(answers[side], refs, worse, strict=True)]
-            for side in ("base", "tuned")
+            for side, _ in models
         }
         judge = judge_tally(judged["tuned"], judged["base"])
+        if start:
+            judge_start = judge_tally(judged["tuned"], judged["start"])
     rows = []
-    for (prompt, ref), b, t in zip(examples, answers["base"], answers["tuned"], strict=True):
-        sb, st = score_pair(b, ref), score_pair(t, ref)
-        rows.append(
-            {
-                "prompt": prompt[-1]["content"],
-                "reference": ref,
-                "base_answer": b,
-                "tuned_answer": t,
-                **{f"base_{k}": v for k, v in sb.items()},
-                **{f"tuned_{k}": v for k, v in st.items()},
-            }
-        )
+    for i, (prompt, ref) in enumerate(examples):
+        row: dict[str, Any] = {"prompt": prompt[-1]["content"], "reference": ref}
+        row.update({f"{side}_answer": answers[side][i] for side, _ in models})
+        for side, _ in models:
+            row.update({f"{side}_{k}": v for k, v in score_pair(answers[side][i], ref).items()})
+        rows.append(row)
     result = EvalResult(
         job.id,
         job.config["base_model"],
@@ -457,6 +481,9 @@ def score(
         round(time.monotonic() - t0, 2),
         rows,
         judge,
+        job.config["continue_from"] if start else "",
+        sides.get("start", {}),
+        judge_start,
     )
     save(result, Path(job.job_dir))
     return result
@@ -495,23 +522,39 @@ ABOUT = {
 
 
 def scores_markdown(data: dict[str, Any]) -> str:
-    """A saved result (eval.json) as a small base vs fine-tuned table, for the Runs tab."""
+    """A saved result (eval.json) as a small base vs fine-tuned table, for the Runs tab (with the run it started
+    from between them, for a run that continued another)."""
+    sides = score_columns(data)
     lines = [
         f"**Held-out scores** on {data['n_examples']} examples from {data['source']} "
         "(every answer: Compare tab, Scores):",
         "",
-        "| | base | fine-tuned |",
-        "|---|---:|---:|",
+        "| | " + " | ".join(label for _, label in sides) + " |",
+        "|---|" + "---:|" * len(sides),
     ]
     for m in METRICS + PREF_METRICS:
         if m in PREF_METRICS and m not in data["tuned"]:
             continue
-        lines.append(
-            f"| {LABELS[m]} | {fmt_score(data['base'].get(m))} | {fmt_score(data['tuned'].get(m))} |"
-        )
-    if data.get("judge"):
-        lines += ["", judge_line(data["judge"]) + f"; the judge: {data['judge']['how']}."]
+        lines.append(f"| {LABELS[m]} | " + " | ".join(fmt_score(data[s].get(m)) for s, _ in sides) + " |")
+    for line in judge_lines(data):
+        lines += ["", line]
     return "\n".join(lines)
+
+
+def score_columns(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """(side in eval.json, column label) of a saved result: base, the run it started from if any, fine-tuned."""
+    start = [("start", f"started from {data['start_run']}")] if data.get("start_run") else []
+    return [("base", "base model"), *start, ("tuned", "fine-tuned")]
+
+
+def judge_lines(data: dict[str, Any]) -> list[str]:
+    """The automatic judge's verdicts of a saved result, against the base and the run it started from."""
+    out = []
+    if data.get("judge"):
+        out.append(judge_line(data["judge"]) + f"; the judge: {data['judge']['how']}.")
+    if data.get("judge_start"):
+        out.append(judge_line(data["judge_start"], data["start_run"]) + ".")
+    return out
 
 
 def csv_safe(value: Any) -> Any:

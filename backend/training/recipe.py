@@ -706,9 +706,24 @@ class Recipe:
 
         class TrainedModel:  # what evaluate.score asks of a model pool
             def use(self, base_model: str, adapter_dir: str | None, like: str | None = None):
-                return loaded, (model.disable_adapter() if adapter_dir is None else contextlib.nullcontext())
+                if adapter_dir is None:
+                    return loaded, model.disable_adapter()
+                if adapter_dir == result.adapter_dir:
+                    return loaded, contextlib.nullcontext()
+                # The adapter a continued run started from: DPO and KTO keep it in memory already, as their frozen
+                # reference "ref"; ORPO has none, so it is loaded beside the run's own.
+                from trl.trainer.utils import use_adapter
 
-        log.info("scoring the run against its base model on up to %d held-out examples", n)
+                if "ref" not in model.peft_config:
+                    model.load_adapter(adapter_dir, adapter_name="ref")
+                return loaded, use_adapter(model, "ref")
+
+        start = evaluate.start_adapter(job)
+        log.info(
+            "scoring the run against its base model%s on up to %d held-out examples",
+            f" and {self.cfg.continue_from}, the run it started from," if start else "",
+            n,
+        )
         try:
             with self.heartbeat.during("scoring against the base model"):
                 res = evaluate.score(
