@@ -274,6 +274,10 @@ def test_every_ui_action_works_through_the_gradio_api(home: dict, trained: dict,
             api_name="/estimate",
         )
         assert "GB" in estimate and "steps" in estimate
+        # A script from before the "write a better answer" box still votes with one argument (the box's default).
+        pair = json.dumps({"prompt": "Capital of Peru?", "a": "base model", "b": trained["id"]})
+        voted = client.predict(pair, api_name="/vote_b")
+        assert f"Recorded. A was <b>base model</b>, B was <b>{trained['id']}</b>" in voted[0]
         # The README's example: settings from a preset, then a job, then cancel it.
         values = client.predict("tiny-offline", api_name="/preset_values")[1:]
         message, job_id = client.predict("capitals", "tiny-offline", *values, api_name="/submit_job")

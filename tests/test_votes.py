@@ -246,6 +246,15 @@ def test_no_usable_vote_says_how_many_why_and_what_to_do(store: Store, paths: Pa
         "Fix: vote A or B on a few more prompts, or write a better answer."
     )
     assert store.list_datasets() == [] and list(paths.tmp.iterdir()) == []
+    full_vote(votes)  # one pair: too few for a dataset, said in the votes' terms (not a file's)
+    with pytest.raises(DataError) as one:
+        V.export_votes(store, paths)
+    assert str(one.value) == (
+        "Only 1 preference pair from 4 votes; left out: from before TuneDeck kept the answers (1), "
+        "ties with no better answer written (2). A dataset needs at least 2 pairs. "
+        "Fix: vote A or B on a few more prompts, or write a better answer."
+    )
+    assert store.list_datasets() == [] and list(paths.tmp.iterdir()) == []
 
 
 def test_default_name_is_the_date_then_numbered() -> None:

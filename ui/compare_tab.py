@@ -321,7 +321,7 @@ def make_vote_dataset(name: str | None, ctx: AppContext) -> str:
         return error_md(explain(exc))
     return ok_md(
         f"Made dataset **{record.name}** ({record.id}): {counts_text(counts)} Import: {report.summary()} "
-        "Train on it in the **Train** tab with the objective dpo or orpo."
+        "Train on it in the **Train** tab with the objective dpo, orpo or kto."
     )
 
 
@@ -671,7 +671,9 @@ def render(ctx: AppContext) -> dict:
     )
 
     def voted(choice: str):
-        def fn(h: str, written: str | None):
+        # written defaults to None: the API then lists it as optional, so scripts from before the box still vote
+        # with one argument (Gradio reads a None default as "optional"; the box's empty value is not enough)
+        def fn(h: str, written: str | None = None):
             msg, rates, cleared = vote(choice, h, ctx, better=written)
             return (
                 msg,

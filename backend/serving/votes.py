@@ -131,12 +131,18 @@ def export_votes(store: Any, paths: Any, name: str | None = None) -> tuple[Any, 
     the import refuses the rows (e.g. the name is taken). The rows go through a JSONL file in ``paths.tmp``, so
     they get the import's checks and report; the file is removed whatever happens."""
     from backend.core.store import VoteStore
-    from backend.data.datasets import import_dataset
+    from backend.data.datasets import MIN_ROWS, import_dataset
     from backend.data.readers import DataError
 
     rows, counts = preference_rows(VoteStore(store).votes())
     if not rows:
         raise DataError(no_pairs_message(counts))
+    if (
+        len(rows) < MIN_ROWS
+    ):  # said here in the votes' terms: the import would name a file the person never saw
+        raise DataError(
+            f"Only {counts_text(counts)} A dataset needs at least {MIN_ROWS} pairs. Fix: {NO_PAIRS_FIX}."
+        )
     if not (name or "").strip():
         name = default_name((d.name for d in store.list_datasets()), dt.date.today())
     paths.tmp.mkdir(parents=True, exist_ok=True)
