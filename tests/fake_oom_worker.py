@@ -4,7 +4,8 @@
 
 MODE ``oom``: with batch_size above 2, saves a checkpoint at step 3 (the files the trainer writes), then fails as out
 of GPU memory at step 5, the way ``backend.training.recipe.failure`` reports it; with a smaller batch it succeeds. ``checkpoint_then_crash``: saves the checkpoint, then exits without a
-result (like a worker killed by the system). ``succeed``: records the steps it would have resumed from.
+result (like a worker killed by the system). ``succeed``: writes an adapter folder and records the checkpoint it
+would have resumed from and whether it had an adapter to start from (``continue_from``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backend.jobs.handoff import JobSpec
+from backend.jobs.handoff import START_ADAPTER, JobSpec
 from backend.training.recipe import RunResult  # noqa: E402
 
 
@@ -42,14 +43,21 @@ def main(mode: str, job_dir: Path) -> int:
     if mode == "checkpoint_then_crash":
         write_checkpoint(job_dir, 3)
         return 3
+    adapter = job_dir / "adapter"
+    adapter.mkdir(exist_ok=True)
+    (adapter / "adapter_config.json").write_text(
+        json.dumps({"base_model_name_or_path": spec.config["base_model"]})
+    )
     RunResult(
         status="succeeded",
         steps=10,
         total_steps=10,
+        adapter_dir=str(adapter),
         extra={
             "resume_from": spec.resume_from,
             "batch_size": spec.config["batch_size"],
             "grad_accum": spec.config["grad_accum"],
+            "start_adapter": (job_dir / START_ADAPTER / "adapter_config.json").is_file(),
         },
     ).save(job_dir)
     return 0

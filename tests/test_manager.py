@@ -645,6 +645,50 @@ def test_out_of_memory_with_oom_retry_queues_a_smaller_batch_from_the_checkpoint
     assert jobs[2].result["extra"]["resume_from"].endswith("checkpoint-3")
 
 
+def test_a_preference_run_retried_after_out_of_memory_keeps_the_adapter_it_started_from(
+    make_manager, store, paths, dataset, csv_file
+):
+    """DPO continuing an SFT run runs out of memory twice: each retry starts from the checkpoint, with the copy of the
+    SFT adapter the first attempt took, even after the SFT run's own adapter is gone."""
+    import shutil
+
+    manager = make_manager("oom", worker=FAKE_OOM_WORKER)
+    sft = run_to_end(manager, manager.submit(dataset.name, CONFIG.updated(batch_size=2)).id)
+    assert sft.status is JobStatus.SUCCEEDED
+    rows = "prompt,chosen,rejected\n" + "".join(f"q{i},a full answer {i},no\n" for i in range(8))
+    pairs, _ = import_dataset(store, paths, csv_file(rows, "pairs.csv"), name="pairs")
+    config = CONFIG.updated(objective="dpo", continue_from=sft.id, batch_size=8, grad_accum=1, oom_retry=True)
+    first = manager.submit(pairs.name, config).id
+    shutil.rmtree(sft.result["adapter_dir"])  # the person deletes the SFT run's files while the DPO run waits
+    run_until(manager, manager.idle, timeout=30)
+    attempts = [j for j in reversed(store.list_jobs()) if j.dataset_id == pairs.id]
+    assert [j.status for j in attempts] == [JobStatus.FAILED, JobStatus.FAILED, JobStatus.SUCCEEDED]
+    assert attempts[0].id == first and all(j.config["continue_from"] == sft.id for j in attempts)
+    assert [j.config["objective"] for j in attempts] == ["dpo"] * 3
+    done = attempts[-1].result["extra"]
+    assert done["start_adapter"] and done["resume_from"].endswith("checkpoint-3")
+    assert (done["batch_size"], done["grad_accum"]) == (2, 4)
+
+
+def test_a_retry_that_cannot_be_queued_does_not_stop_the_scheduler(make_manager, store, dataset, monkeypatch):
+    """The dataset is deleted (or the disk fills) between the out-of-memory failure and its retry's queueing: the
+    failure stays recorded and the jobs queued behind it still run."""
+    manager = make_manager("oom", worker=FAKE_OOM_WORKER)
+    first = manager.submit(dataset.name, CONFIG.updated(batch_size=8, grad_accum=1, oom_retry=True)).id
+    behind = manager.submit(dataset.name, CONFIG.updated(batch_size=2)).id
+    queue = manager._queue
+
+    def queue_but_not_retries(*args, **kw):
+        if kw.get("retry_of"):
+            raise OSError(28, "No space left on device")
+        return queue(*args, **kw)
+
+    monkeypatch.setattr(manager, "_queue", queue_but_not_retries)
+    run_until(manager, manager.idle, timeout=30)
+    assert job(store, first).status is JobStatus.FAILED and job(store, behind).status is JobStatus.SUCCEEDED
+    assert len(store.list_jobs()) == 2  # no half-made retry
+
+
 def test_out_of_memory_without_oom_retry_just_fails(make_manager, store, dataset):
     manager = make_manager("oom", worker=FAKE_OOM_WORKER)
     done = run_to_end(manager, manager.submit(dataset.name, CONFIG.updated(batch_size=8)).id)

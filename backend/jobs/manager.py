@@ -212,13 +212,8 @@ class Manager:
                 resume_from = str(target)
             if config.continue_from:
                 # A copy of the adapter to start from, as with a checkpoint: the earlier run may be deleted meanwhile.
-                # A resumed or retried job takes the copy its first attempt had.
-                earlier = self.store.get_job(resumed_from or retry_of) if (resumed_from or retry_of) else None
-                source = Path(earlier.job_dir) / START_ADAPTER if earlier else None
-                if source is None or not source.is_dir():
-                    run = self.store.get_job(config.continue_from)
-                    source = Path((run.result or {}).get("adapter_dir") or "") if run else None
-                if source is None or not source.is_dir():
+                source = self._start_adapter(config, resumed_from or retry_of)
+                if source is None:
                     raise ConfigError(
                         [
                             Problem(
@@ -603,9 +598,11 @@ class Manager:
         self.status.set(run.job_id, status, reason=reason, result=payload)
         self._running.pop(run.job_id, None)
         log.info("%s ended: %s %s", run.job_id, status.value, reason)
-        if (
-            retry is not None
-        ):  # queued only once the failure is recorded: a retried _finish never queues twice
+        if retry is None:
+            return
+        # Queued only once the failure is recorded: a retried _finish never queues twice. If the queueing fails
+        # (the dataset deleted, or the disk full, since the plan was made) the scheduler goes on with the others.
+        try:
             self._queue(
                 retry.dataset,
                 retry.config,
@@ -614,7 +611,20 @@ class Manager:
                 retry_of=job.id,
                 job_id=retry.job_id,
             )
-            log.info("%s: out of GPU memory, retrying as %s", run.job_id, retry.job_id)
+        except (ConfigError, OSError) as exc:
+            log.error("%s: the automatic retry %s could not be queued: %s", run.job_id, retry.job_id, exc)
+            return
+        log.info("%s: out of GPU memory, retrying as %s", run.job_id, retry.job_id)
+
+    def _start_adapter(self, config: RunConfig, earlier_attempt: str) -> Path | None:
+        """The adapter folder a ``continue_from`` job copies to start from: a resumed or retried job takes the copy
+        its earlier attempt had (the run it continues may be gone by now), a new job that run's adapter."""
+        earlier = self.store.get_job(earlier_attempt) if earlier_attempt else None
+        source = Path(earlier.job_dir) / START_ADAPTER if earlier else None
+        if source is None or not source.is_dir():
+            run = self.store.get_job(config.continue_from)
+            source = Path((run.result or {}).get("adapter_dir") or "") if run else None
+        return source if source is not None and source.is_dir() else None
 
     def _oom_retry_plan(self, job: JobRecord, result: RunResult) -> _Retry | None:
         """With oom_retry on: the same job with half the micro-batch and twice the accumulation (the same
@@ -624,8 +634,8 @@ class Manager:
         if not config.oom_retry or smaller is None:
             return None
         record = self.store.get_dataset(job.dataset_id)
-        if record is None:
-            return None
+        if record is None or (config.continue_from and self._start_adapter(config, job.id) is None):
+            return None  # nothing the retry could start from: the failure says what to change instead
         ckpt = result.extra.get("checkpoint") or ""
         checkpoint = Path(ckpt) if ckpt and Path(ckpt).is_dir() else last_checkpoint(job.job_dir)
         retry_id = new_job_id()
