@@ -103,6 +103,7 @@ def test_the_starter_model_exports_at_8_bit_with_identical_prompts_and_close_ans
     assert [d["conversation"] for d in out["token_differences"]] == [5]  # "Steps:\n\n1. Open the app."
     readme = (Path(out["folder"]) / "README.md").read_text()
     assert "other tokens than training" in readme and "1 of 6 test prompts" in readme
+    assert "⏎" in readme and "['" not in readme  # the line breaks shown as such, not as Python lists of reprs
     # 8-bit: greedy answers can part at a near-tie, so the bound is on every position of transformers' answers,
     # each given the same text before it (94 % in bench/RESULTS.md); and the answer a person reads is still right
     agreement = [a["next_token_agreement"] for a in out["answers"]]

@@ -319,12 +319,18 @@ def style_dataset(paths, store, csv_file, tiny_model):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("objective", ["dpo", "orpo", "kto"])
+@pytest.mark.parametrize(
+    "objective,method", [("dpo", "lora"), ("orpo", "lora"), ("kto", "lora"), ("dpo", "qlora")]
+)
 def test_a_preference_run_learns_to_prefer_the_better_answer_on_held_out_prompts(
-    paths, store, style_dataset, objective
+    paths, store, style_dataset, objective, method
 ):
+    """QLoRA too: DPO's reference pass is a no-grad forward at every step, the kind that makes bitsandbytes repack
+    4-bit weights for inference on some CPUs (see test_training's QLoRA trap test); it must still learn."""
     lr = {"dpo": 0.003, "orpo": 0.01, "kto": 0.003}[objective]  # ORPO also learns the answers themselves
-    recipe = preference_recipe(paths, store, f"run-{objective}", objective=objective, learning_rate=lr)
+    recipe = preference_recipe(
+        paths, store, f"run-{objective}", objective=objective, learning_rate=lr, method=method
+    )
     recipe.setup()
     result = recipe.train()
     assert result.status == "succeeded" and result.extra["objective"] == objective

@@ -454,6 +454,12 @@ def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
     return [i for i in [*ids, tokenizer.eos_token_id] if i is not None]
 
 
+def _shown(text: str) -> str:
+    """A token's or snippet's text for a person: in quotes, with line breaks and tabs made visible (no Python
+    reprs or lists in a message)."""
+    return "“" + text.replace("\n", "⏎").replace("\t", "⇥") + "”"
+
+
 def _token_differences(llm: Any, tokenizer: Any, texts: list[str]) -> list[dict]:
     """Where llama.cpp's tokens for each text first differ from the training tokenizer's, shown as token texts."""
     out = []
@@ -621,9 +627,10 @@ def _export(p: Plan, store: Store, paths: Paths, check_answers: bool | None) -> 
             first = token_differences[0]
             notes.append(
                 f"llama.cpp splits {len(token_differences)} of {len(ollama.CONVERSATIONS)} test prompts into other "
-                f"tokens than training did, first at {first['text']!r}: training {first['training']}, llama.cpp "
-                f"{first['llama.cpp']}. Prompts with such text can get slightly different answers in llama.cpp and "
-                "Ollama than in TuneDeck."
+                f"tokens than training did, first at {_shown(first['text'])}: training made "
+                f"{' + '.join(map(_shown, first['training']))}, llama.cpp "
+                f"{' + '.join(map(_shown, first['llama.cpp']))}. Prompts with such text can get slightly different "
+                "answers in llama.cpp and Ollama than in TuneDeck."
             )
 
     answers: list[dict] = []
