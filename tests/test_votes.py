@@ -21,7 +21,7 @@ from backend.data.datasets import load_examples
 from backend.data.readers import DataError
 from backend.serving import votes as V
 from backend.settings import Paths
-from tests.cli_util import offline_env, tunedeck
+from tests.cli_util import offline_env, plain_peft_answer, tunedeck, tunedeck_json
 from tests.conftest import add_dataset_record
 
 BASE = "base model"
@@ -467,3 +467,16 @@ def test_votes_become_a_dataset_and_a_dpo_run_from_the_cli(store: Store, paths: 
     assert job.status.value == "succeeded" and job.config["objective"] == "dpo"
     assert Path(job.result["adapter_dir"], "adapter_model.safetensors").is_file()
     assert len(store.metrics(job.id, "rewards/margins")) == 4  # charted every step
+    # Everywhere an SFT run goes: it answers, exports with a card that says how it was trained, and its adapter
+    # gives the same answer loaded with plain PEFT.
+    question = "What is the capital of France? (0)"
+    ours = tunedeck_json(env, "generate", job.id, "--prompt", question, "--max-new-tokens", "16")
+    out = tunedeck_json(env, "export", job.id, "--to", str(paths.home / "exports"))
+    card = (Path(out["folder"]) / "README.md").read_text()
+    assert "tags: [tunedeck, lora, dpo]" in card
+    assert (
+        "Preference-tuned with DPO (Direct Preference Optimization) on pairs of a better and a worse answer"
+        in card
+    )
+    plain, *_ = plain_peft_answer(paths.models / "tiny-offline", out["folder"], question, 16)
+    assert plain == ours["reply"]

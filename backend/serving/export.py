@@ -52,6 +52,28 @@ def finished_run(store: Store, run_id: str) -> JobRecord:
     return job
 
 
+PREFERENCE_WORDS = {  # what a preference objective learned from, for the model card
+    "dpo": "DPO (Direct Preference Optimization) on pairs of a better and a worse answer",
+    "orpo": "ORPO (Odds Ratio Preference Optimization) on pairs of a better and a worse answer",
+    "kto": "KTO (Kahneman-Tversky Optimization) on answers marked good or bad",
+}
+
+
+def how_trained(cfg: dict[str, Any]) -> str:
+    """The model card's line on how a preference run was trained ("" for supervised fine-tuning)."""
+    objective = cfg.get("objective") or "sft"
+    if objective not in PREFERENCE_WORDS:
+        return ""
+    line = f"\nPreference-tuned with {PREFERENCE_WORDS[objective]}, beta {cfg.get('beta')}"
+    if objective == "dpo" and cfg.get("sft_weight"):
+        line += f", plus the supervised loss on the better answer (weight {cfg['sft_weight']})"
+    if cfg.get("continue_from"):
+        line += (
+            f", starting from the adapter of TuneDeck run `{cfg['continue_from']}` (this adapter replaces it)"
+        )
+    return line + ".\n"
+
+
 def model_card(store: Store, job: JobRecord) -> str:
     """A README.md for the Hub: what this adapter is, how it was made, and how to load it."""
     cfg = job.config
@@ -78,16 +100,17 @@ def model_card(store: Store, job: JobRecord) -> str:
     settings = "\n".join(f"| `{k}` | `{v}` |" for k, v in cfg.items() if k != "system_prompt")
     final = result.get("final_loss")
     first = result.get("first_loss")
+    objective = cfg.get("objective") or "sft"
     return f"""---
 library_name: peft
 base_model: {base}
-tags: [tunedeck, lora, sft]
+tags: [tunedeck, lora, {objective}]
 ---
 
 # {job.id}
 
 A LoRA adapter for **{base}**, fine-tuned with TuneDeck ({cfg.get("method", "lora")}).
-{tiny_note}
+{how_trained(cfg)}{tiny_note}
 ## Training data
 
 - Dataset: **{ds_name}** ({ds_rows} examples), content hash `sha256:{ds_hash}`
