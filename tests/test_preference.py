@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -459,3 +460,28 @@ def test_a_cancelled_preference_run_resumes_exactly_where_it_stopped(
         assert sorted(resumed) == [5, 6, 7, 8], name  # the step count goes on from the checkpoint
         for step in (5, 6, 7, 8):
             assert resumed[step] == pytest.approx(uninterrupted[step], abs=1e-4), (name, step)
+
+
+@pytest.mark.slow
+def test_dpo_over_two_processes_through_accelerate_launch(tmp_path, tiny_model_build, csv_file):
+    """num_devices 2 on a CPU: two workers run TRL's DPOTrainer together over gloo, one adapter, one point per step."""
+    from backend.core.store import Store
+    from backend.settings import Paths
+    from tests.cli_util import offline_env, tunedeck, tunedeck_json
+    from tests.conftest import link_tiny_model
+
+    paths = Paths.from_env(tmp_path / "home")
+    link_tiny_model(paths, tiny_model_build)
+    env = offline_env(paths.home)
+    tunedeck_json(env, "data", "add", style_pairs(csv_file), "--name", "style")
+    settings = ["objective=dpo", "num_devices=2", "device=cpu", "max_steps=4", "score_examples=0"]
+    args = [x for s in settings for x in ("--set", s)]
+    res = tunedeck(env, "train", "style", "--preset", "tiny-offline", *args, "--wait", "--json", timeout=600)
+    assert res.returncode == 0, res.stderr
+    done = json.loads(res.stdout)
+    assert done["status"] == "succeeded", done["reason"]
+    assert done["result"]["extra"]["world_size"] == 2 and done["result"]["extra"]["objective"] == "dpo"
+    margins = Store(paths.db).metrics(done["id"], "rewards/margins")
+    assert [s for s, _, _ in margins] == [1, 2, 3, 4]  # one writer: one point per step
+    adapters = list(Path(done["job_dir"]).rglob("adapter_model.safetensors"))
+    assert [p.parent.name for p in adapters if "checkpoint" not in str(p)] == ["adapter"]
