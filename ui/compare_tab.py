@@ -339,12 +339,14 @@ def run_eval(run: str | None, limit: float, ctx: AppContext):
     while busy := ctx.store.list_jobs((JobStatus.RUNNING,)):
         yield ok_md(waiting_message("score", busy[0].id)), None, None, None
         time.sleep(2)
-    yield (
-        ok_md(f"Scoring **{run}** and its base model: both answer every held-out example…"),
-        None,
-        None,
-        None,
+    job = ctx.store.get_job(run)
+    start = (job.config.get("continue_from") if job else "") or ""
+    who = (
+        f"**{run}**, its base model and **{start}**, the run it started from"
+        if start
+        else f"**{run}** and its base model"
     )
+    yield ok_md(f"Scoring {who}: each answers every held-out example…"), None, None, None
     proc = supervisor.start(
         supervisor.python("-m", "backend", "eval", run, "--limit", str(int(limit)), "--json"),
         ctx.paths,
@@ -358,7 +360,7 @@ def run_eval(run: str | None, limit: float, ctx: AppContext):
         line = line.strip()
         if line.startswith(evaluate.PROGRESS_PREFIX):
             done = line.removeprefix(evaluate.PROGRESS_PREFIX)
-            yield ok_md(f"Scoring **{run}** and its base model: {done} written…"), None, None, None
+            yield ok_md(f"Scoring {who}: {done} written…"), None, None, None
         elif line:
             said.append(line)
     if proc.stdout is not None:

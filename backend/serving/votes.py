@@ -137,9 +137,8 @@ def export_votes(store: Any, paths: Any, name: str | None = None) -> tuple[Any, 
     rows, counts = preference_rows(VoteStore(store).votes())
     if not rows:
         raise DataError(no_pairs_message(counts))
-    if (
-        len(rows) < MIN_ROWS
-    ):  # said here in the votes' terms: the import would name a file the person never saw
+    # Too few pairs is said here, in the votes' terms: the import would name a file the person never saw.
+    if len(rows) < MIN_ROWS:
         raise DataError(
             f"Only {counts_text(counts)} A dataset needs at least {MIN_ROWS} pairs. Fix: {NO_PAIRS_FIX}."
         )
