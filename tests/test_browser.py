@@ -147,7 +147,9 @@ def test_compare_answers_side_by_side_and_scores_with_progress(trained: Trained,
     page.get_by_role("tab", name="5. Compare").click()
     console = []
     page.on("console", lambda m: console.append(m.text))
-    # The run just trained is already picked for side by side, scores and the blind test: no run to choose.
+    # The run just trained is already picked for side by side, scores and the blind test: no run to choose. (Picked
+    # when the tab opens: the test waits to see it, as a person does, or its click can beat the pick.)
+    expect(page.locator("#sbs-runs")).to_contain_text(trained.run)
     page.get_by_placeholder("Type a prompt, or pick one from the validation set").fill(QUESTION)
     page.get_by_role("button", name="Answer side by side").click()
     expect(page.get_by_text("one copy of")).to_be_visible(timeout=60_000)

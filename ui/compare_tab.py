@@ -509,6 +509,7 @@ def render(ctx: AppContext) -> dict:
         with gr.Row():
             runs = gr.Dropdown(
                 label="Runs (up to 4, same base model)",
+                elem_id="sbs-runs",
                 choices=runs_now,
                 multiselect=True,
                 max_choices=MAX_COLUMNS,
