@@ -187,7 +187,7 @@ def test_tab_preview_render_save_and_details(ctx, csv_file, tiny_model):
         "tiny-offline",
         2,
         "",
-        ctx,
+        ctx=ctx,
     )
     assert "Wo ist &lt;b&gt;mein&lt;/b&gt; Paket?" in html  # escaped, shown as text
     assert (

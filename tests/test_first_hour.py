@@ -251,7 +251,7 @@ def test_a_file_that_cannot_be_read_is_explained_once_not_again_in_the_example(c
     nums = str(csv_file("1,2,3\n4,5,6\n", "nums.csv"))
     assert "looks like data" in data_tab.preview_file(nums)[0]
     example = data_tab.render_example(
-        nums, None, "prompt_response", None, None, None, None, None, None, "tiny-offline", None, "", ctx
+        nums, None, "prompt_response", None, None, None, None, None, None, "tiny-offline", None, "", ctx=ctx
     )
     assert example == ""
 

@@ -388,6 +388,7 @@ def test_dpo_continues_from_an_sft_run_and_measures_change_against_it(paths, sto
     assert "automatic judge, fine-tuned vs run-sft: win rate" in table
     rows = list(csv.DictReader(open(paths.job_dir("run-dpo") / "eval_examples.csv", encoding="utf-8")))
     assert len(rows) == 8 and all(r["start_answer"] is not None for r in rows)
+    assert {"base_answer", "start_answer", "tuned_answer", "start_rougeL"} <= set(rows[0])
     # The worker scored the start from TRL's in-memory reference; `tunedeck eval` and Compare load the run's copy
     # of that adapter from disk: the same model, the same scores.
     from backend.serving.generate import ModelPool

@@ -230,31 +230,32 @@ def test_exported_votes_are_a_preference_dataset_with_the_voted_texts(store: Sto
     assert list(paths.tmp.iterdir()) == []
 
 
-def test_no_usable_vote_says_how_many_why_and_what_to_do(store: Store, paths: Paths) -> None:
-    with pytest.raises(DataError) as empty:
+def refused_export(store: Store, paths: Paths) -> str:
+    """The message of a votes export that is refused; nothing may be left behind (no dataset, no temporary file)."""
+    with pytest.raises(DataError) as refused:
         V.export_votes(store, paths)
-    assert "no blind-test votes yet" in str(empty.value) and "vote A or B" in str(empty.value)
+    assert store.list_datasets() == [] and (not paths.tmp.exists() or list(paths.tmp.iterdir()) == [])
+    return str(refused.value)
+
+
+def test_no_usable_vote_says_how_many_why_and_what_to_do(store: Store, paths: Paths) -> None:
+    empty = refused_export(store, paths)
+    assert "no blind-test votes yet" in empty and "vote A or B" in empty
     votes = VoteStore(store)
     votes.add("old question", BASE, "run-1", "run-1")  # an old vote: no answers
     full_vote(votes, winner="tie")
     full_vote(votes, winner="tie")
-    with pytest.raises(DataError) as none:
-        V.export_votes(store, paths)
-    assert str(none.value) == (
+    assert refused_export(store, paths) == (
         "No preference pairs in 3 votes, left out: from before TuneDeck kept the answers (1), "
         "ties with no better answer written (2). "
         "Fix: vote A or B on a few more prompts, or write a better answer."
     )
-    assert store.list_datasets() == [] and list(paths.tmp.iterdir()) == []
     full_vote(votes)  # one pair: too few for a dataset, said in the votes' terms (not a file's)
-    with pytest.raises(DataError) as one:
-        V.export_votes(store, paths)
-    assert str(one.value) == (
+    assert refused_export(store, paths) == (
         "Only 1 preference pair from 4 votes; left out: from before TuneDeck kept the answers (1), "
         "ties with no better answer written (2). A dataset needs at least 2 pairs. "
         "Fix: vote A or B on a few more prompts, or write a better answer."
     )
-    assert store.list_datasets() == [] and list(paths.tmp.iterdir()) == []
 
 
 def test_default_name_is_the_date_then_numbered() -> None:

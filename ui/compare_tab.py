@@ -340,7 +340,8 @@ def run_eval(run: str | None, limit: float, ctx: AppContext):
         yield ok_md(waiting_message("score", busy[0].id)), None, None, None
         time.sleep(2)
     job = ctx.store.get_job(run)
-    start = (job.config.get("continue_from") if job else "") or ""
+    # the backend's rule for what is scored: the run it started from only where its copy of that adapter is kept
+    start = job.config["continue_from"] if job and evaluate.start_adapter(job) else ""
     who = (
         f"**{run}**, its base model and **{start}**, the run it started from"
         if start

@@ -190,13 +190,14 @@ def render_example(
     model: str | None,
     row: Any,
     system_prompt: str | None,
-    ctx: AppContext,
     max_length: float | None = None,
     over_length: str | None = None,
     chosen: str | None = None,
     rejected: str | None = None,
     completion: str | None = None,
     label: str | None = None,
+    *,
+    ctx: AppContext,
 ) -> str:
     """One row of the upload, rendered with the model's chat template; the trained part highlighted, and cut at
     the max length as training will cut it."""
@@ -761,10 +762,8 @@ def render(ctx: AppContext) -> dict:
         *pref_cols,
     ]
 
-    def show_example(*values):
-        # example_inputs in order: upload … over_length as render_example takes them before ctx, then the
-        # preference roles it takes by keyword position after it
-        return render_example(*values[:12], ctx, *values[12:])
+    def show_example(*values):  # example_inputs, in render_example's order
+        return render_example(*values, ctx=ctx)
 
     preview_outs = [message, preview, shape, *roles, sheet, name, example_row, *pref_cols]
     # A new file: the last save's message and report belong to another file, so they go.

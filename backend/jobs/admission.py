@@ -365,8 +365,8 @@ def _one_kind_only(record: DatasetRecord) -> Problem | None:
 
     table = pq.read_table(record.path, columns=["label", "split"]).to_pydict()
     labels = {v for v, split in zip(table["label"], table["split"], strict=True) if split == "train"}
-    if len(labels) > 1:
-        return None
+    if len(labels) != 1:
+        return None  # both kinds (or no training rows, which the import never leaves)
     kind = "good" if labels == {"true"} else "bad"
     return Problem(
         "dataset",

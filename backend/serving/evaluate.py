@@ -481,9 +481,9 @@ def score(
         round(time.monotonic() - t0, 2),
         rows,
         judge,
-        job.config["continue_from"] if start else "",
-        sides.get("start", {}),
-        judge_start,
+        start_run=job.config["continue_from"] if start else "",
+        start=sides.get("start", {}),
+        judge_start=judge_start,
     )
     save(result, Path(job.job_dir))
     return result
