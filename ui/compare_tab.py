@@ -598,7 +598,7 @@ def render(ctx: AppContext) -> dict:
             )
         gr.Markdown(
             "Votes become data: each vote A or B (and each answer you wrote) is a pair of a better and a worse "
-            "answer, what preference training (dpo, orpo) learns from. Ties and votes from before TuneDeck kept "
+            "answer, what preference training (dpo, orpo, kto) learns from. Ties and votes from before TuneDeck kept "
             "the answers are left out."
         )
         with gr.Row():
