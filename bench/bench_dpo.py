@@ -542,18 +542,22 @@ DPO_NOTES = """### How to read it
   `hf.lora_config` builds); `--lora-layers 0` compares adapters on every block instead.
 - **Speed**: TuneDeck runs TRL's own DPOTrainer on the same batches; what it adds per step (`StoreCallback`:
   progress, metrics queued to a writer thread that commits them to SQLite, the cancel check, a log line) is within
-  the noise (each repetition 0.95-1.05 ×, by wall clock and by CPU time alike; medians 1.01 × on a quiet machine).
-- **Peak memory**: not met, by 0.6 % (median +13 MB of 2.4 GB on a quiet machine; +17 MB under load with one
-  thread each). Each side's own peak moves by up to 50 MB between identical runs, so the gap is inside the noise of
-  one run and outside it only as a median. Measured by phase (RSS after each set-up step, 12-step runs): equal after
+  the noise (each repetition 0.95-1.05 ×, by wall clock and by CPU time alike; medians 1.01 × on a quiet machine on
+  2026-12-03 at night; 0.97 × the next morning, when both sides' steps were 30 % slower than the night before and
+  the first repetition, 0.83 ×, ran on a machine still settling).
+- **Peak memory**: not met. The night run: 1.006 × (median +13 MB of 2.4 GB; +17 MB under load with one thread
+  each). The morning run: 1.029 × (+69 MB), with TuneDeck's peak where it was (2433 vs 2427 MB) and the bare
+  script's lower (2364 vs 2413 MB). Each side's own peak moves by up to 50 MB between identical runs, so the gap is
+  inside the noise of one run and outside it only as a median. Measured by phase (RSS after each set-up step, 12-step runs): equal after
   loading the model (797 vs 794 MB), then +11 MB after the data (811 vs 800 MB) and still +11 MB once the trainer is
   built; the DPO steps then add the same on both sides. The fixed +11 MB is reading the stored dataset: Arrow's
   Parquet reader costs ~10 MB of RSS the first time it runs in a process (measured alone: `pq.read_table` of the
   301 rows +10 MB single-threaded, not given back by `release_unused`), where the bare script's `pd.read_csv` costs
   ~1 MB; pydantic, sqlite3 and TuneDeck's own modules add ~3 MB. Tried and dropped: reading with pyarrow instead of
   pandas (the reader is the cost, not pandas; kept, it is simpler) and `malloc_trim` before training (+13 MB
-  either way). What would close it: keeping the few MB of preference rows in a format whose reader is already
-  loaded (JSON lines next to the Parquet file), not done.
+  either way). What would close most of it: reading the preference rows from Arrow IPC instead of Parquet
+  (measured alone in a process with datasets and TRL imported: `pq.read_table` +10-12 MB, the same with Arrow's
+  system memory pool +7-8 MB, a feather copy of the same table +4 MB); not done, as it is a second stored format.
 - **Threads on a shared CPU**: with the libraries' default threads (2 per process on 2 cores) and other work on
   the cores (load 4-6: another training job, test runs, a browser), one DPO step took 16-41 s instead of ~6.5 s on
   both sides: each parallel region waits for a descheduled thread. One thread per process (`--threads 1`) took
