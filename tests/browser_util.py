@@ -36,13 +36,13 @@ def chromium_page(height: int = 900, expect_timeout_ms: int | None = None, width
     """A Playwright page in Debian's Chromium (never `playwright install`), 1280 px wide unless told.
 
     Without Chromium the test fails on CI (where `make test` installs it) and is skipped elsewhere."""
-    import pytest
+    from tests.conftest import skip_or_fail
 
     exe = chromium_path()
     if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail("Chromium is not installed; `make test` installs it with apt (chromium package).")
-        pytest.skip("Chromium is not installed (apt-get install chromium)")
+        skip_or_fail(
+            "Chromium is not installed: `make test` installs it with apt (scripts/install-chromium.sh, chromium package)"
+        )
     from playwright.sync_api import expect, sync_playwright
 
     if expect_timeout_ms:
@@ -64,9 +64,13 @@ def free_port() -> int:
 
 
 class ServedApp:
-    """``python app.py`` on a free port with its own data directory, stopped (with its children) on close()."""
+    """``python app.py`` on a free port with its own data directory; close() stops it and everything it started."""
 
     def __init__(self, home: Path, log_path: Path):
+        from tests.cli_util import remember_home
+
+        # remembered, so that conftest stops what runs there should close() never be called
+        self.home = remember_home(home)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {
@@ -89,26 +93,42 @@ class ServedApp:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                self.close()
                 raise RuntimeError(f"the app exited early; see {log_path}")
             try:
                 urllib.request.urlopen(self.url, timeout=2).read(100)
                 return
             except OSError:
                 time.sleep(0.5)
+        self.close()
         raise RuntimeError(f"the app did not answer within 90 s; see {log_path}")
 
     def close(self) -> None:
+        """Stop the demos it published (they outlive the app by design), the app (its process group), then what it
+        started in groups of their own, which stopping the app leaves running: training workers above all
+        (tests.cli_util.stop_jobs)."""
         import signal
 
+        from backend.serving import demo
+        from backend.settings import Paths
+        from tests.cli_util import stop_jobs
+
         try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(15)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
+            paths = Paths.from_env(self.home)
+            for running in demo.list_demos(paths):
+                demo.stop_demo(paths, running["run_id"])
+        finally:
             try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.log.close()
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(15)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait(15)
+            stop_jobs(self.home)
+            self.log.close()
 
 
 def line_width_drawn(png: bytes, rgb: tuple[int, int, int] = (249, 115, 22), tolerance: int = 40) -> float:

@@ -2,13 +2,23 @@
 
 Every test runs offline and with its own ``TUNEDECK_HOME`` (see ``_isolated_env``), so nothing touches the real
 data directory or the network. Add new shared fixtures as plain functions below.
+
+Tests stop what they start: after each test, whatever still runs in a data directory inside its tmp_path (a training
+worker, a background scheduler, a demo) is stopped; after each module, whatever still runs in a data directory its
+tests or fixtures made with ``tests.cli_util.offline_env`` (module-scoped ones too). Either says so in a warning.
+
+A test that cannot set itself up here (no root to mount a tmpfs, no Chromium) calls ``skip_or_fail``: skipped on a
+developer's machine, failed on CI (``CI=true``), where everything it needs is meant to be there.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -16,12 +26,48 @@ from backend.core.store import Store
 from backend.settings import Paths
 
 
+def on_ci() -> bool:
+    """Whether the tests run on CI (``CI=true``, as GitHub Actions, GitLab and most others set it)."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def skip_or_fail(reason: str, *, allow_module_level: bool = False) -> NoReturn:
+    """For a test that cannot set itself up here: skip it with ``reason`` on a developer's machine; on CI, fail it
+    with ``reason`` (CI is meant to provide what it needs, so a skip there would hide that it never ran). Not for
+    what CI lacks by design (a CUDA GPU: see tests/test_gpu.py), which stays a plain skip."""
+    if on_ci():
+        pytest.fail(
+            f"{reason}. This would be skipped elsewhere, but on CI (CI=true) it must run.", pytrace=False
+        )
+    pytest.skip(reason, allow_module_level=allow_module_level)
+
+
+def _stopped_warning(where: str, stopped: list[str]) -> None:
+    if stopped:
+        warnings.warn(f"still running after {where}, now stopped: " + "; ".join(stopped), stacklevel=2)
+
+
 @pytest.fixture(autouse=True)
-def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
     monkeypatch.setenv("TUNEDECK_HOME", str(tmp_path / "home"))
+    yield
+    from tests.cli_util import stop_jobs
+
+    _stopped_warning("the test", stop_jobs(tmp_path / "home", under=tmp_path))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_module_homes():
+    """After a module (its module-scoped fixtures torn down first): stop what still runs in the data directories its
+    tests made with offline_env, e.g. the worker of a `tunedeck train --wait` whose CLI a timeout killed."""
+    from tests import cli_util
+
+    known = len(cli_util.HOMES)
+    yield
+    _stopped_warning("the module", cli_util.stop_jobs(*list(cli_util.HOMES)[known:]))
 
 
 @pytest.fixture
@@ -132,7 +178,7 @@ def status(paths: Paths, store: Store):
 @contextlib.contextmanager
 def tmpfs(folder: Path, options: str):
     """A tmpfs mounted on ``folder`` for the test (``options``: e.g. "size=48m" or "ro,size=1m"), unmounted after;
-    the test is skipped where mounting is not allowed."""
+    where mounting is not allowed (it needs root) the test is skipped, or fails on CI (skip_or_fail)."""
     import subprocess
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -140,7 +186,9 @@ def tmpfs(folder: Path, options: str):
         ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True, text=True
     )
     if res.returncode != 0:
-        pytest.skip(f"cannot mount a filesystem here ({options}): {res.stderr.strip() or res.returncode}")
+        skip_or_fail(
+            f"cannot mount a tmpfs here ({options}; it needs root): {res.stderr.strip() or res.returncode}"
+        )
     try:
         yield folder
     finally:
