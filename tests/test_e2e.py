@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 
 from backend.settings import CAPITALS_CSV, PROJECT_ROOT, Paths
-from tests.cli_util import offline_env, plain_peft_answer, tunedeck, tunedeck_json
+from tests.cli_util import (
+    JOB_TEST_TIMEOUT_S,
+    offline_env,
+    plain_peft_answer,
+    tunedeck,
+    tunedeck_json,
+    tunedeck_wait,
+)
 from tests.conftest import link_starter_model, link_tiny_model
 
 pytestmark = pytest.mark.slow
@@ -372,9 +379,10 @@ def test_a_killed_worker_resumes_from_its_last_periodic_checkpoint(home: dict) -
     assert [s for s, _ in resumed["metrics"]["loss"]] == list(range(1, end + 1))
 
 
+@pytest.mark.timeout(JOB_TEST_TIMEOUT_S)
 def test_two_processes_through_accelerate_launch_train_one_adapter(home: dict) -> None:
     """num_devices 2 on a CPU: `accelerate launch` starts two workers that train together over gloo."""
-    res = tunedeck(
+    res = tunedeck_wait(
         home["env"],
         "train",
         "capitals",
@@ -388,7 +396,6 @@ def test_two_processes_through_accelerate_launch_train_one_adapter(home: dict) -
         "max_steps=6",
         "--wait",
         "--json",
-        timeout=600,
     )
     assert res.returncode == 0, res.stderr
     done = json.loads(res.stdout)

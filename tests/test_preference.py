@@ -19,6 +19,7 @@ from backend.jobs.config import ConfigError, RunConfig
 from backend.jobs.handoff import START_ADAPTER, JobSpec, last_checkpoint
 from backend.serving import evaluate
 from backend.settings import CAPITALS_CSV
+from tests.cli_util import JOB_TEST_TIMEOUT_S
 
 # -- data in -------------------------------------------------------------------------------------------------------
 
@@ -464,11 +465,12 @@ def test_a_cancelled_preference_run_resumes_exactly_where_it_stopped(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(JOB_TEST_TIMEOUT_S)
 def test_dpo_over_two_processes_through_accelerate_launch(tmp_path, tiny_model_build, csv_file):
     """num_devices 2 on a CPU: two workers run TRL's DPOTrainer together over gloo, one adapter, one point per step."""
     from backend.core.store import Store
     from backend.settings import Paths
-    from tests.cli_util import offline_env, tunedeck, tunedeck_json
+    from tests.cli_util import offline_env, tunedeck_json, tunedeck_wait
     from tests.conftest import link_tiny_model
 
     paths = Paths.from_env(tmp_path / "home")
@@ -477,7 +479,7 @@ def test_dpo_over_two_processes_through_accelerate_launch(tmp_path, tiny_model_b
     tunedeck_json(env, "data", "add", style_pairs(csv_file), "--name", "style")
     settings = ["objective=dpo", "num_devices=2", "device=cpu", "max_steps=4", "score_examples=0"]
     args = [x for s in settings for x in ("--set", s)]
-    res = tunedeck(env, "train", "style", "--preset", "tiny-offline", *args, "--wait", "--json", timeout=600)
+    res = tunedeck_wait(env, "train", "style", "--preset", "tiny-offline", *args, "--wait", "--json")
     assert res.returncode == 0, res.stderr
     done = json.loads(res.stdout)
     assert done["status"] == "succeeded", done["reason"]

@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from backend.settings import SAMPLE_CSV, SAMPLE_VALIDATION_CSV, Paths
-from tests.cli_util import offline_env, plain_peft_answer, tunedeck, tunedeck_json
+from tests.cli_util import JOB_TEST_TIMEOUT_S, offline_env, plain_peft_answer, tunedeck_json, tunedeck_wait
 from tests.conftest import link_starter_model
 
-pytestmark = pytest.mark.slow
+# The module fixture's run (in the first test's time) takes as long as it needs while it makes progress.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(JOB_TEST_TIMEOUT_S)]
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, starter_model_build: Path) -> 
         "support",
     )
     assert added["validation_rows"] == 43
-    res = tunedeck(
+    res = tunedeck_wait(
         env,
         "train",
         "support",  # no --preset: the starter model is the default without a GPU
@@ -44,7 +45,6 @@ def run(tmp_path_factory: pytest.TempPathFactory, starter_model_build: Path) -> 
         "score_examples=8",
         "--wait",
         "--json",
-        timeout=900,
     )
     assert res.returncode == 0, res.stderr
     return {"env": env, "root": root, "job": json.loads(res.stdout)}
