@@ -171,8 +171,7 @@ def test_side_charts_wait_for_two_points(ctx, store):
         c["visible"] is False for c in runs_tab.job_charts(job.id, ctx)
     )  # one point: no 6-decimal axis
     store.add_metrics(job.id, 2, {"learning_rate": 0.02})
-    names = [n for n, _ in runs_tab.SIDE_CHARTS + runs_tab.PREF_CHARTS] + ["rewards"]
-    charts = dict(zip(names, runs_tab.job_charts(job.id, ctx), strict=True))
+    charts = dict(zip(runs_tab.CHART_NAMES, runs_tab.job_charts(job.id, ctx), strict=True))
     assert charts["learning_rate"]["visible"] is True and charts["grad_norm"]["visible"] is False
 
 

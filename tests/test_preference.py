@@ -246,6 +246,127 @@ def test_the_judge_prefers_the_answer_closer_to_the_better_one():
     assert evaluate.preference_accuracy([1.0, 2.0, 3.0], [2.0, 1.0, 4.0]) == pytest.approx(2 / 3)
 
 
+def test_preference_accuracy_is_per_token_so_a_short_worse_answer_does_not_win_by_its_length():
+    """A long better answer, likelier per token (20 tokens at loss 1.0: 20 in all), against a short worse one
+    (4 tokens at loss 2.0: 8 in all): per token the better answer is ahead; a sum would pick the worse one."""
+    better_total, better_tokens, worse_total, worse_tokens = 20.0, 20, 8.0, 4
+    per_token = evaluate.preference_accuracy([better_total / better_tokens], [worse_total / worse_tokens])
+    assert per_token == 1.0
+    assert evaluate.preference_accuracy([better_total], [worse_total]) == 0.0  # what a sum would say
+
+
+def test_the_scoring_path_compares_answers_per_token_not_in_total(tiny_model):
+    """Through the real scoring code (tokenizer, chat template, batching, masking) with a model whose every token
+    of the better answer is likely and the rest unlikely: the long better answer loses as a whole, wins per token."""
+    from types import SimpleNamespace
+
+    import torch
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_model))
+    prompt = [{"role": "user", "content": "What is the capital of France?"}]
+    better = "The capital of France is Paris, a city on the Seine with about two million people."
+    worse = "Rome."
+
+    def scored_ids(answer: str) -> list[int]:  # the answer's tokens as scored: the template's end of turn too
+        start = tok.apply_chat_template(prompt, add_generation_prompt=True, return_dict=True)["input_ids"]
+        full = tok.apply_chat_template(prompt + [{"role": "assistant", "content": answer}], return_dict=True)
+        return list(full["input_ids"])[len(start) :]
+
+    likely = sorted(set(scored_ids(better)))
+
+    class Model:
+        device = torch.device("cpu")
+
+        def __call__(self, input_ids, attention_mask):
+            logits = torch.zeros(*input_ids.shape, len(tok))
+            logits[..., likely] = 4.0
+            return SimpleNamespace(logits=logits)
+
+    loaded = SimpleNamespace(tokenizer=tok, model=Model())
+    examples = [(prompt, better), (prompt, worse)]
+    (better_total, better_n), (worse_total, worse_n) = evaluate.answer_totals(loaded, examples)
+    # as a whole the short worse answer is likelier: a sum would pick it
+    assert better_n > 2 * worse_n and better_total > worse_total
+    better_mean, worse_mean = evaluate.answer_losses(loaded, examples)
+    assert better_mean == pytest.approx(better_total / better_n)
+    assert worse_mean == pytest.approx(worse_total / worse_n)
+    assert evaluate.preference_accuracy([better_mean], [worse_mean]) == 1.0
+    assert evaluate.preference_accuracy([better_total], [worse_total]) == 0.0
+    about = evaluate.ABOUT["pref_accuracy"]  # the score's help line says so
+    assert "per token" in about and "shorter answer" in about
+
+
+def scores(base: float, tuned: float, start: float | None = None) -> dict:
+    """An eval.json's preference accuracies (and the run it started from, run-sft, when ``start`` is given)."""
+    out = {"base": {"pref_accuracy": base}, "tuned": {"pref_accuracy": tuned}}
+    if start is not None:
+        out.update(start_run="run-sft", start={"pref_accuracy": start})
+    return out
+
+
+def test_a_run_that_learned_but_does_not_prefer_the_better_answers_says_what_to_change():
+    said = evaluate.preference_gap(0.94, scores(0.21, 0.21), {"objective": "dpo"}, "validation")
+    assert "Reward accuracy ended at 0.94 on the validation pairs" in said
+    assert "likelier in 21% of held-out pairs (its preference accuracy; 21% for the base model)" in said
+    for change in ("more passes", "a higher learning rate", "first an SFT run on the better answers"):
+        assert change in said
+    assert "“Start from a finished run's adapter”" in said
+    # each bound of the rule, on both sides
+    assert evaluate.preference_gap(0.74, scores(0.21, 0.21)) == ""  # reward accuracy not high: no puzzle
+    assert evaluate.preference_gap(0.75, scores(0.21, 0.21))
+    assert evaluate.preference_gap(0.94, scores(0.50, 0.65)) == ""  # up 0.15 and above 0.6: clearly better
+    assert evaluate.preference_gap(0.94, scores(0.60, 0.65))  # up 0.05 only
+    assert evaluate.preference_gap(0.94, scores(0.30, 0.55))  # up 0.25 but still under 0.6
+    # missing numbers: nothing said
+    assert evaluate.preference_gap(None, scores(0.2, 0.2)) == "" and evaluate.preference_gap(0.9, None) == ""
+    assert evaluate.preference_gap(0.9, {"base": {}, "tuned": {"pref_accuracy": float("nan")}}) == ""
+
+
+def test_a_continued_run_is_compared_with_the_run_it_started_from():
+    continued = {"continue_from": "run-sft", "objective": "dpo"}
+    said = evaluate.preference_gap(0.9, scores(0.2, 0.72, start=0.7), continued, "training")
+    assert "on the training batches" in said and "(its preference accuracy; 70% for run-sft)" in said
+    # it already started from a run: no "SFT first", but the weight that also learns the better answers
+    assert "SFT run" not in said and "“Also learn the better answers” (1.0)" in said
+    # far above the base, but that is the run it started from's doing: still said; clearly above its start: not
+    assert evaluate.preference_gap(0.9, scores(0.2, 0.72, start=0.5), continued) == ""
+
+
+def test_the_runs_tab_explains_the_preference_charts_and_a_gap_under_the_scores(store, paths, status):
+    from backend.core.status import JobStatus
+    from tests.conftest import add_dataset_record
+    from ui import runs_tab
+    from ui.context import AppContext
+
+    ctx = AppContext(paths=paths, store=store, manager=None, models=None)  # type: ignore[arg-type]
+    add_dataset_record(store)
+    job_dir = paths.job_dir("run-p")
+    job_dir.mkdir(parents=True)
+    store.add_job("run-p", "ds-1", "test", {"objective": "dpo"}, str(job_dir))
+    status.set("run-p", JobStatus.RUNNING, pid=1)
+    for step in (1, 2):
+        store.add_metrics("run-p", step, {"rewards/margins": 0.2 * step, "rewards/accuracies": 0.5 * step})
+    store.add_metrics("run-p", 2, {"eval_rewards/accuracies": 0.94})
+    charts = dict(zip(runs_tab.CHART_NAMES, runs_tab.job_charts("run-p", ctx), strict=True))
+    assert charts["note"]["visible"] is True and charts["note"]["value"] == runs_tab.PREF_NOTE
+    # the charts keep TRL's name: "preference accuracy" is the scores' other measure
+    assert all("Preference accuracy" not in title for _, title in runs_tab.PREF_CHARTS)
+    status.set("run-p", JobStatus.SUCCEEDED, result={})
+    summary, _, _ = runs_tab.job_panel("run-p", ctx)
+    assert "Reward accuracy ended" not in summary  # not scored yet: nothing to compare
+    evaluate_json = {"n_examples": 8, "source": "the validation split", **scores(0.21, 0.21)}
+    for side in ("base", "tuned"):
+        evaluate_json[side].update(dict.fromkeys(evaluate.METRICS, 1.0))
+    (job_dir / "eval.json").write_text(json.dumps(evaluate_json))
+    summary, _, _ = runs_tab.job_panel("run-p", ctx)
+    assert "Reward accuracy ended at 0.94 on the validation pairs" in summary and "td-note" in summary
+    # an SFT run: no preference charts, no note
+    store.add_job("run-s", "ds-1", "test", {"objective": "sft"}, str(paths.job_dir("run-s")))
+    charts = dict(zip(runs_tab.CHART_NAMES, runs_tab.job_charts("run-s", ctx), strict=True))
+    assert charts["note"]["visible"] is False
+
+
 def test_the_data_tab_shows_both_answers_the_worse_one_as_what_to_avoid(paths, tiny_model):
     from ui import data_tab
 

@@ -72,8 +72,7 @@ def test_runs_charts_show_validation_loss_and_hide_gpu_memory_on_a_cpu(ctx, stor
     loss = runs_tab.loss_points(store, job.id)
     assert list(loss["series"]) == ["training"] * 3 + ["validation"]
     charts = runs_tab.job_charts(job.id, ctx)
-    names = [n for n, _ in runs_tab.SIDE_CHARTS + runs_tab.PREF_CHARTS] + ["rewards"]
-    by_name = dict(zip(names, charts, strict=True))
+    by_name = dict(zip(runs_tab.CHART_NAMES, charts, strict=True))
     assert by_name["rewards"]["visible"] is False  # an SFT run has no preference charts
     assert list(by_name["tokens_per_s"]["value"]["value"]) == [901.0, 902.0, 903.0]
     assert by_name["peak_gpu_gb"]["visible"] is False and by_name["learning_rate"]["visible"] is True

@@ -15,7 +15,7 @@ from backend.jobs import handoff, views
 from backend.jobs.manager import queue_positions
 from backend.serving import evaluate
 from ui.context import AppContext
-from ui.style import LINE_COLOURS, curve_frame, error_md, ok_md
+from ui.style import LINE_COLOURS, curve_frame, error_md, note_md, ok_md
 
 REFRESH_S = 1.5
 
@@ -53,13 +53,32 @@ SIDE_CHARTS = (
     ("peak_gpu_gb", "Peak GPU memory (GB)"),
 )
 # Preference runs (DPO, ORPO, KTO) log these too; an SFT run never shows them (a chart shows from two points).
+# TRL calls the share of pairs whose better answer gained more "reward accuracy"; the scores' "preference accuracy"
+# is another measure (PREF_NOTE), so the charts keep TRL's name.
 PREF_CHARTS = (
     ("rewards/margins", "Reward margin: better minus worse answer (training)"),
-    ("rewards/accuracies", "Preference accuracy: better answer ahead (training)"),
-    ("eval_rewards/accuracies", "Preference accuracy on the validation pairs"),
+    ("rewards/accuracies", "Reward accuracy: better answer gained more (training)"),
+    ("eval_rewards/accuracies", "Reward accuracy on the validation pairs"),
+)
+# Beside the preference charts: what they measure, and how that differs from the scores' preference accuracy.
+PREF_NOTE = (
+    "**Reading these charts.** A reward is how much likelier the run made an answer than the model it started from "
+    "(times beta): the *margin* is how much more the better answer gained than the worse one, and *reward accuracy* "
+    "the share of pairs where it gained more. It can reach 1.0 while the model still finds most worse answers "
+    "likelier: a small push the right way on every pair. The scores at the end ask the other question: "
+    "*preference accuracy* is how often the tuned model itself finds the better answer likelier (per token), "
+    "whatever it started from."
+)
+PREF_NOTE_ORPO = (
+    "**Reading these charts.** ORPO has no model to start from as a reference: its rewards are the model's own "
+    "log-probability per token of each answer (times beta), so its *reward accuracy* is how often it finds the better "
+    "answer likelier on these batches, and the *margin* by how much. The scores at the end ask the same of held-out "
+    "pairs (*preference accuracy*)."
 )
 REWARD_SERIES = ("better (chosen)", "worse (rejected)")
-N_CHARTS = len(SIDE_CHARTS) + len(PREF_CHARTS) + 1  # and the rewards chart
+# What job_charts updates, in order: the side and preference charts, the rewards chart, and the note beside them.
+CHART_NAMES = (*(name for name, _ in SIDE_CHARTS + PREF_CHARTS), "rewards", "note")
+N_CHARTS = len(CHART_NAMES)
 
 
 LOSS_SERIES = ("training", "validation")
@@ -73,8 +92,9 @@ def loss_points(store, job_id: str) -> pd.DataFrame:
 
 
 def job_charts(job_id: str | None, ctx: AppContext) -> list:
-    """The side charts of one job. A chart shows once it has two points: with none Vega draws an empty frame
-    ("Infinite extent"), with one an axis of six decimals; peak GPU memory never shows on a CPU."""
+    """The side charts of one job, then the preference charts' note. A chart shows once it has two points: with
+    none Vega draws an empty frame ("Infinite extent"), with one an axis of six decimals; peak GPU memory never
+    shows on a CPU. The note shows with the preference charts."""
     out = []
     for name, _ in SIDE_CHARTS + PREF_CHARTS:
         points = ctx.store.metrics(job_id, name) if job_id else []
@@ -82,6 +102,10 @@ def job_charts(job_id: str | None, ctx: AppContext) -> list:
         out.append(gr.update(value=frame, visible=len(points) >= 2))
     rewards = reward_points(ctx.store, job_id) if job_id else None
     out.append(gr.update(value=rewards, visible=rewards is not None))
+    shown = rewards is not None or any(u["visible"] for u in out[len(SIDE_CHARTS) :])
+    job = ctx.store.get_job(job_id) if job_id and shown else None
+    orpo = job is not None and job.config.get("objective") == "orpo"
+    out.append(gr.update(value=PREF_NOTE_ORPO if orpo else PREF_NOTE, visible=shown))
     return out
 
 
@@ -155,6 +179,9 @@ def job_panel(job_id: str | None, ctx: AppContext) -> tuple[str, pd.DataFrame, s
     scores = handoff.read_scores(job.job_dir)
     if scores:
         text += "\n\n" + evaluate.scores_markdown(scores)
+        gap = evaluate.preference_gap(v["reward_accuracy"], scores, job.config, v["reward_accuracy_on"])
+        if gap:
+            text += "\n\n" + note_md(gap)
     return text, loss_points(ctx.store, job.id), views.log_tail(job)
 
 
@@ -256,6 +283,7 @@ def render(ctx: AppContext) -> dict:
     side = []
     with gr.Row():
         side += [small_chart(name, title) for name, title in SIDE_CHARTS]
+    pref_note = gr.Markdown(PREF_NOTE, visible=False, elem_id="pref-charts-note")
     with gr.Row():  # preference runs only: hidden until they have points
         side += [small_chart(name.replace("/", "-"), title, visible=False) for name, title in PREF_CHARTS]
         side.append(
@@ -272,6 +300,7 @@ def render(ctx: AppContext) -> dict:
                 elem_id="chart-rewards",
             )
         )
+    side.append(pref_note)  # job_charts' last update
     log = gr.Textbox(
         label="Log (last lines; the whole log is worker.log in the run folder)",
         lines=14,

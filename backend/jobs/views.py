@@ -77,7 +77,12 @@ def _training_view(store: Store, job: JobRecord) -> dict[str, Any]:
         job.status in (JobStatus.CANCELLED, JobStatus.FAILED) and last_checkpoint(job.job_dir) is not None
     )
 
-    last = store.last_metrics(job.id, ("tokens_per_s", "eval_loss", "peak_gpu_gb"))
+    last = store.last_metrics(
+        job.id, ("tokens_per_s", "eval_loss", "peak_gpu_gb", "eval_rewards/accuracies", "rewards/accuracies")
+    )
+    # A preference run's last reward accuracy (TRL's: the better answer gained more than the worse one since the
+    # start), on the validation pairs when it has them, else on the training batches; None for other runs.
+    on = "validation" if "eval_rewards/accuracies" in last else "training"
     return {
         "resumed_from": job.resumed_from or None,
         "retry_of": job.retry_of or None,
@@ -86,6 +91,8 @@ def _training_view(store: Store, job: JobRecord) -> dict[str, Any]:
         "eval_loss": last.get("eval_loss"),
         "peak_gpu_gb": extra.get("peak_gpu_gb") or last.get("peak_gpu_gb"),
         "batching": extra.get("batching"),
+        "reward_accuracy": last.get("eval_rewards/accuracies", last.get("rewards/accuracies")),
+        "reward_accuracy_on": on,
     }
 
 

@@ -9,7 +9,8 @@ Results go to ``eval.json`` and ``eval_examples.csv`` in the run's folder, so th
 
 A run on preference data (DPO, ORPO, KTO) is scored on the held-out pairs' better answers as above, and also by
 two measures of preference: the *preference accuracy* of each model (how often it finds the better answer more
-likely than the worse one, per token: the log-likelihood judge) and a *win rate* of tuned against base, judged
+likely than the worse one, per token: the log-likelihood judge; see ``preference_accuracy`` for why per token) and a
+*win rate* of tuned against base, judged
 automatically (no other LLM is available offline): for each held-out prompt both models answer, and the answer that
 is closer to the better answer than to the worse one (ROUGE-1, the words it shares with each, to the better minus
 to the worse: word-level, so "Paris" against "Rome" counts wherever it stands) wins; a difference under 0.02 is a tie. Ties count half, as in the blind test's win rates.
@@ -17,6 +18,11 @@ to the worse: word-level, so "Paris" against "Rome" counts wherever it stands) w
 A run that continued another run (``continue_from``) is also scored against the adapter it started from, a third
 column: the bare base says how far the two runs together came, the starting run says what this run added (did DPO
 after SFT help?).
+
+Preference accuracy is not the *reward accuracy* TRL logs while a DPO run trains (the Runs tab's charts): that one
+asks whether the better answer's log-probability rose more than the worse one's, measured against the model the run
+started from; preference accuracy asks which of the two the model now finds likelier. A run can move every pair the
+right way (reward accuracy 1.0) and still find most worse answers likelier; ``preference_gap`` says so in words.
 """
 
 from __future__ import annotations
@@ -84,6 +90,8 @@ class EvalResult:
             rows.append(judge_line(self.judge))
         if self.judge_start:
             rows.append(judge_line(self.judge_start, self.start_run))
+        if "pref_accuracy" in self.tuned:
+            rows.append(f"pref_accuracy: {ABOUT['pref_accuracy']}")
         return "\n".join(rows)
 
 
@@ -284,13 +292,91 @@ def reference_loss(
 def answer_losses(
     loaded: Any, examples: list[tuple[list[dict[str, str]], str]], batch_size: int = SCORE_BATCH
 ) -> list[float]:
-    """Each answer's mean loss per token given its prompt (lower: the model finds it more likely)."""
+    """Each answer's mean loss per token given its prompt (lower: the model finds it more likely): its negative
+    log-probability divided by its length in tokens (``answer_totals``)."""
+    return [
+        total / tokens if tokens else float("nan")
+        for total, tokens in answer_totals(loaded, examples, batch_size)
+    ]
+
+
+def answer_totals(
+    loaded: Any, examples: list[tuple[list[dict[str, str]], str]], batch_size: int = SCORE_BATCH
+) -> list[tuple[float, int]]:
+    """Each answer's summed loss given its prompt (its negative log-probability) and its length in tokens, the
+    end-of-turn tokens of the chat template included; (nan, 0) for an answer with no tokens."""
     return _losses(loaded, examples, batch_size, per_example=True)
 
 
 def preference_accuracy(better: list[float], worse: list[float]) -> float:
-    """The share of pairs whose better answer the model finds more likely per token (a lower mean loss)."""
+    """The share of pairs whose better answer the model finds more likely per token (a lower mean loss).
+
+    Per token, not the whole answer's log-probability: every token adds a negative log-probability, so a sum
+    favours the shorter answer whatever it says (a curt wrong answer beats a full right one). The mean per token
+    removes that length bias; it can in turn favour an answer padded with easy, predictable tokens."""
     return sum(b < w for b, w in zip(better, worse, strict=True)) / len(better) if better else float("nan")
+
+
+# A finished preference run whose reward accuracy says it learned while its preference accuracy says the model
+# still does not prefer the better answers: both are honest, and ``preference_gap`` says so with what to change.
+REWARD_ACCURACY_HIGH = 0.75  # TRL's last reward accuracy at or above this: "it learned"
+PREF_GAIN_CLEAR = 0.10  # preference accuracy up by less than this from where it started: no clear gain
+PREF_ACCURACY_LOW = 0.6  # a tuned preference accuracy under this: the worse answer is still often likelier
+
+
+def preference_gap(
+    reward_accuracy: float | None,
+    scores: dict[str, Any] | None,
+    config: dict[str, Any] | None = None,
+    measured_on: str = "validation",
+) -> str:
+    """One sentence when a preference run's last reward accuracy (``measured_on`` the validation pairs or the
+    training batches) is at least ``REWARD_ACCURACY_HIGH`` while its tuned preference accuracy is not clearly above
+    where it started (up by less than ``PREF_GAIN_CLEAR``, or under ``PREF_ACCURACY_LOW``), with what to change;
+    "" otherwise, or when a number is missing. "Where it started": the run it continued when that was scored
+    (``scores["start"]``), else the base model. ``config``: the run's settings (``continue_from``, ``sft_weight``),
+    for the advice. Pure: the Runs tab only shows the text."""
+    config, scores = config or {}, scores or {}
+    tuned = scores.get("tuned", {}).get("pref_accuracy")
+    # "not x >= y" is true for a nan too: a missing number says nothing
+    if (
+        reward_accuracy is None
+        or not reward_accuracy >= REWARD_ACCURACY_HIGH
+        or tuned is None
+        or tuned != tuned
+    ):
+        return ""
+    start_run = scores.get("start_run") or ""
+    before = scores.get("start" if start_run else "base", {}).get("pref_accuracy")
+    if before is not None and before == before:  # scored (not nan)
+        clear_gain, then = (
+            tuned - before >= PREF_GAIN_CLEAR,
+            f"; {before:.0%} for {start_run or 'the base model'}",
+        )
+    else:  # only the tuned model's own level can tell
+        clear_gain, then = True, ""
+    if tuned >= PREF_ACCURACY_LOW and clear_gain:
+        return ""
+    if config.get("continue_from"):
+        # it started from a run already: push this step further, or add the SFT term
+        first = (
+            "or a weight on “Also learn the better answers” (1.0)"
+            if not config.get("sft_weight")
+            else "or more pairs that the run it started from gets wrong"
+        )
+    else:
+        first = (
+            "or first an SFT run on the better answers (in Data, download the pairs as CSV and add them back as "
+            "examples, the better answer as the response), then DPO from it with “Start from a finished run's "
+            "adapter”"
+        )
+    where = "validation pairs" if measured_on == "validation" else "training batches"
+    return (
+        f"Reward accuracy ended at {reward_accuracy:.2f} on the {where}: against where it started, the run raised "
+        f"the better answers more than the worse ones, yet the tuned model finds the better answer likelier in "
+        f"{tuned:.0%} of held-out pairs (its preference accuracy{then}), so it moved the right way but not far "
+        f"enough to prefer them: try more passes, a higher learning rate, {first}."
+    )
 
 
 def _losses(loaded: Any, examples: list, batch_size: int, *, per_example: bool) -> Any:
@@ -310,7 +396,7 @@ def _losses(loaded: Any, examples: list, batch_size: int, *, per_example: bool) 
     seqs.sort(key=lambda s: len(s[0]))  # similar lengths together: little padding
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     total, count = 0.0, 0
-    each = [float("nan")] * len(examples)
+    each: list[tuple[float, int]] = [(float("nan"), 0)] * len(examples)
     for i in range(0, len(seqs), batch_size):
         chunk = seqs[i : i + batch_size]
         width = max(len(ids) for ids, _, _ in chunk)
@@ -328,7 +414,7 @@ def _losses(loaded: Any, examples: list, batch_size: int, *, per_example: bool) 
             rows = keep.nonzero()[:, 0]
             sums = torch.zeros(len(chunk)).index_add_(0, rows.cpu(), loss.detach().float().cpu())
             for j, (_, _, k) in enumerate(chunk):
-                each[k] = float(sums[j] / max(int(keep[j].sum()), 1))
+                each[k] = (float(sums[j]), int(keep[j].sum()))
     return each if per_example else (total, count)
 
 
@@ -516,8 +602,10 @@ ABOUT = {
     "chrf": "0-100: shared letter sequences; forgiving of word forms, and it can drop when answers get shorter "
     "and more to the point even as they get better",
     "exact_match": "0-1: the share of answers identical to the reference; only for short fixed answers",
-    "pref_accuracy": "0-1: how often the model finds the better answer of a held-out pair more likely than the "
-    "worse one, per token (0.5 is a coin toss)",
+    "pref_accuracy": "0-1: how often the model now finds the better answer of a held-out pair likelier than the "
+    "worse one, by mean log-probability per token (0.5 is a coin toss). Per token, as a total favours the shorter "
+    "answer whatever it says; a mean can favour answers padded with easy words. Not the reward accuracy of the Runs "
+    "charts, which measures change since the start",
 }
 
 
