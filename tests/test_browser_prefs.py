@@ -58,14 +58,23 @@ def test_blind_votes_become_a_dataset_and_a_dpo_run_from_the_browser(
             expect(made).to_contain_text(re.compile(r"\d+ preference pairs from 2 votes"))
             page.screenshot(path=str(SHOTS / "7-votes-to-dataset.png"), full_page=True)
 
-            # 2. Train: the votes' dataset, the tiny model, DPO, starting from the run voted on.
+            expect(made).to_contain_text(f"DPO starting from {sft}, the run these votes were about")
+
+            # 2. Train: the votes' dataset, DPO and the run voted on are picked by themselves, the run to start
+            # from beside the objective (not under More settings); the tiny preset, then the same again by hand.
             page.get_by_role("tab", name="2. Train").click()
             train_dataset = page.get_by_label("Dataset", exact=True).filter(visible=True)
-            expect(train_dataset).to_have_value("my-votes")  # picked by itself
+            expect(train_dataset).to_have_value("my-votes")
+            objective = page.get_by_label("What it learns from", exact=True)
+            start = page.get_by_label("Start from a finished run's adapter", exact=True)
+            expect(objective).to_have_value("better vs worse answers (DPO)")
+            expect(start).to_be_visible()
+            expect(start).to_have_value(re.compile(re.escape(sft)))
+            page.screenshot(path=str(SHOTS / "7-train-from-votes.png"), full_page=True)
             pick(page, "Preset", "tiny-offline")
+            expect(start).to_be_hidden()  # the preset trains sft: nothing to start from
             pick(page, "What it learns from", "better vs worse answers (DPO)")
             page.get_by_label("Training steps (-1: use passes)").fill("6")
-            page.get_by_role("button", name="More settings").click()
             pick(page, "Start from a finished run's adapter", re.compile(re.escape(sft)))
             expect(page.locator("#train-estimate")).to_contain_text("6 steps", timeout=60_000)
             page.screenshot(path=str(SHOTS / "7-train-dpo.png"), full_page=True)

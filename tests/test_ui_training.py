@@ -131,3 +131,73 @@ def test_loss_charts_colour_their_lines_by_name_even_before_the_first_point(ctx)
     assert set(one["series"]) == set(frames["runs, nothing picked"]["series"]) == {"training", "validation"}
     assert set(frames["compare, nothing picked"]["series"]) == set(frames["compare, one run"]["series"])
     assert len(set(frames["compare, one run"]["series"])) == 8  # four runs, train and eval each
+
+
+# -- preference runs: where to start, and data that needs another objective ----------------------------------------
+
+
+def test_the_run_to_start_from_shows_beside_the_objective_for_preference_methods(ctx, status):
+    import gradio as gr
+
+    from backend.core.status import JobStatus
+    from backend.jobs.config import RunConfig
+
+    done = ctx.manager.submit("capitals", RunConfig.parse({"max_steps": 3}))
+    status.set(done.id, JobStatus.RUNNING, pid=1)
+    status.set(done.id, JobStatus.SUCCEEDED, result={"adapter_dir": "/adapters/x"})
+    for objective in ("dpo", "orpo", "kto"):
+        shown = train_tab.start_from(objective, "", ctx)
+        assert shown["visible"] is True and done.id in [v for _, v in shown["choices"]]  # listed as it shows
+    assert train_tab.start_from("sft", "", ctx) == gr.update(visible=False)
+    assert train_tab.start_from("sft", done.id, ctx)["visible"] is True  # sft continuing a run: shown
+
+    with gr.Blocks() as page:
+        parts = train_tab.render(ctx)
+    config = page.get_config_file()
+    by_id = {c["id"]: c for c in config["components"]}
+    start = by_id[parts["continue_from"]._id]
+    assert (
+        start["props"]["label"] == "Start from a finished run's adapter"
+    )  # the label browser tests look for
+    assert start["props"]["visible"] is False  # the default preset is sft
+
+    row = _parent(config["layout"], parts["continue_from"]._id)
+    assert parts["objective"]._id in [c["id"] for c in row["children"]]  # beside "What it learns from"
+    (more,) = [c for c in config["components"] if c["props"].get("label") == "More settings"]
+    assert _parent(_node(config["layout"], more["id"]), parts["continue_from"]._id) is None  # not in the box
+    toggles = [
+        d
+        for d in config["dependencies"]
+        if [t[0] for t in d["targets"]] == [parts["objective"]._id]
+        and d["outputs"] == [parts["continue_from"]._id]
+    ]
+    assert len(toggles) == 1  # the objective shows or hides it
+
+
+def _node(layout: dict, component_id: int) -> dict | None:
+    """The part of a page's layout (``get_config_file()["layout"]``) that is this component, with what it holds."""
+    if layout.get("id") == component_id:
+        return layout
+    return next((n for c in layout.get("children", []) if (n := _node(c, component_id))), None)
+
+
+def _parent(layout: dict | None, component_id: int) -> dict | None:
+    """The layout node that directly holds this component, if it is within ``layout``."""
+    children = (layout or {}).get("children", [])
+    if any(c["id"] == component_id for c in children):
+        return layout
+    return next((n for c in children if (n := _parent(c, component_id))), None)
+
+
+def test_preference_pairs_picked_with_sft_say_which_objective_they_need(ctx, csv_file):
+    from backend.data.datasets import import_dataset
+
+    rows = "".join(f"Q{i}?,Yes {i}.,No {i}.\n" for i in range(12))
+    pairs = csv_file("prompt,chosen,rejected\n" + rows, "p.csv")
+    import_dataset(ctx.store, ctx.paths, pairs, name="pairs")
+    _, message = train_tab.check_settings("pairs", "tiny-offline", *values(), ctx=ctx)
+    assert "td-error" in message and "holds preference pairs" in message and "dpo or orpo or kto" in message
+    _, message = train_tab.check_settings("pairs", "tiny-offline", *values(objective="dpo"), ctx=ctx)
+    assert message == ""
+    _, message = train_tab.check_settings("capitals", "tiny-offline", *values(), ctx=ctx)
+    assert message == ""

@@ -258,6 +258,24 @@ def test_no_usable_vote_says_how_many_why_and_what_to_do(store: Store, paths: Pa
     )
 
 
+def test_the_run_the_votes_were_about_is_the_one_to_start_from() -> None:
+    run2 = {"base_model": "tiny-offline", "run": "run-2", "adapter_dir": "/adapters/run-2"}
+    base = {"base_model": "tiny-offline", "run": None, "adapter_dir": None}
+    votes = [
+        vote("A", id=1),  # run-1 against the base
+        vote("A", id=2, left="run-2", left_model=run2, right_model=base),
+        vote("B", id=3, left="run-2", left_model=run2, right_model=base),
+    ]
+    assert V.voted_run(votes) == "run-2"  # in two votes, run-1 in one
+    assert V.voted_run(votes[:2]) == "run-2"  # one each: the one voted on last
+    assert V.voted_run(votes[:2][::-1]) == "run-1"
+    assert V.voted_run(votes, eligible=["run-1"]) == "run-1"  # run-2 cannot be started from (no adapter)
+    # only votes that give a pair count; the base model is never a run to start from
+    assert V.voted_run([vote("tie", id=4, left="run-2"), vote("A", id=5)]) == "run-1"
+    assert V.voted_run([vote("A", id=6, left=BASE, right=BASE, better="Four.")]) is None
+    assert V.voted_run([]) is None
+
+
 def test_default_name_is_the_date_then_numbered() -> None:
     import datetime as dt
 
@@ -364,13 +382,20 @@ def test_the_win_rate_lines_are_typed_from_the_first_frame(tab) -> None:
     plot = gr.LinePlot(x="vote", y="win rate", color="contestant")
     empty = compare_tab.rates_history(tab)
     assert plot.postprocess(empty).datatypes == {
-        "vote": "quantitative",
+        "vote": "nominal",  # whole votes: a quantity got ticks at 1.2, 1.4, ...
         "time": "temporal",
         "contestant": "nominal",
         "win rate": "quantitative",
         "games": "quantitative",
     }
     assert compare_tab.history_chart(empty)["visible"] is False
+    # Whole votes on the x axis, in their order (as text, "10" would sort before "2")
+    votes = VoteStore(tab.store)
+    for i in range(11):
+        votes.add(f"Q{i}?", "run-1", BASE, "run-1", at=float(i))
+    chart = compare_tab.history_chart(compare_tab.rates_history(tab))
+    assert chart["sort"] == [str(n) for n in range(1, 12)] and chart["x_axis_labels_visible"] is True
+    assert plot.postprocess(chart["value"]).datatypes["vote"] == "nominal"
 
 
 def test_make_a_dataset_from_votes_says_what_was_made_or_what_to_do(tab) -> None:
@@ -385,7 +410,17 @@ def test_make_a_dataset_from_votes_says_what_was_made_or_what_to_do(tab) -> None
     made = compare_tab.make_vote_dataset("my-prefs", tab)
     assert "td-ok" in made and "<b>my-prefs</b>" in made
     assert "2 preference pairs from 3 votes; left out: ties with no better answer written (1)" in made
+    assert "DPO starting from <b>run-1</b>, the run these votes were about" in made
     assert tab.store.get_dataset("my-prefs").info["shape"] == "preference"
+    # ... and the Train tab is set so: the new dataset, DPO, from run-1 on its base model
+    from ui import train_tab
+
+    dataset, objective, start, base = train_tab.train_on_votes(["my-prefs", "older"], "run-1", tab)
+    assert (dataset["value"], objective["value"], base["value"]) == ("my-prefs", "dpo", "tiny-offline")
+    assert start["value"] == "run-1" and start["visible"] is True
+    assert ("run-1 (tiny-offline, sft)", "run-1") in start["choices"]
+    dataset, objective, start, base = train_tab.train_on_votes(["my-prefs"], None, tab)
+    assert objective["value"] == "dpo" and "value" not in start and "value" not in base
     taken = compare_tab.make_vote_dataset("my-prefs", tab)
     assert "td-error" in taken and "already exists" in taken
 

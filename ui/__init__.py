@@ -39,16 +39,25 @@ def build_app(ctx: AppContext) -> gr.Blocks:
 
         # Saving, renaming or deleting a dataset refreshes the dataset table and the Train tab's dataset list.
         data_tab.wire(data, train["dataset"], ctx)
-        # A dataset made from the blind-test votes: listed in the Data tab and picked in the Train tab, to train on.
+
+        # A dataset made from the blind-test votes: listed in the Data tab and picked in the Train tab, to train on
+        # with DPO from the run the votes were about (compare_tab.make_vote_dataset says so).
+        def votes_to_train(msg: str | None) -> tuple:
+            if "td-ok" not in (msg or ""):
+                return gr.update(), data_tab.datasets_table(ctx), gr.update(), gr.update(), gr.update()
+            listed, objective, start, base = train_tab.train_on_votes(
+                data_tab.dataset_choices(ctx), compare_tab.votes_run(ctx), ctx
+            )
+            return listed, data_tab.datasets_table(ctx), objective, start, base
+
         compare["votes_event"].then(
-            lambda msg: (
-                gr.update(choices=(names := data_tab.dataset_choices(ctx)), value=names[0])
-                if "td-ok" in (msg or "")
-                else gr.update(),
-                data_tab.datasets_table(ctx),
-            ),
+            votes_to_train,
             compare["votes_msg"],
-            [train["dataset"], data["table"]],
+            [
+                train["dataset"],
+                data["table"],
+                *(train[k] for k in ("objective", "continue_from", "base_model")),
+            ],
             api_visibility="private",
         )
         # A queued job: show the Runs tab with that job selected.

@@ -23,13 +23,12 @@ from backend.errors import TuneDeckError, explain
 from backend.jobs import handoff
 from backend.serving import evaluate
 from backend.serving.modelclient import ModelServerError
-from backend.serving.votes import counts_text, export_votes, win_rate_history
+from backend.serving.votes import BASE, counts_text, export_votes, voted_run, win_rate_history
 from ui.context import AppContext
 from ui.style import LINE_COLOURS, curve_frame, error_md, ok_md
 from ui.train_tab import LABELS
 
 MAX_COLUMNS = 4
-BASE = "base model"
 
 
 def finished_runs(ctx: AppContext) -> list[str]:
@@ -284,45 +283,72 @@ def rates_table(rates: pd.DataFrame) -> pd.DataFrame:
 
 
 HISTORY_COLUMNS = {
-    "vote": "int64",
+    "vote": "str",
     "time": "datetime64[ns]",
     "contestant": object,
     "win rate": "float64",
     "games": "int64",
 }
+# Votes: past this many, the x axis's labels (one per vote) would run into each other.
+HISTORY_LABELS_UP_TO = 40
 
 
 def rates_history(ctx: AppContext) -> pd.DataFrame:
     """Each contestant's win rate after each of its votes (``votes.win_rate_history``), typed even when empty (the
     lesson of ``win_rates``: Gradio fixes the axis types from the first frame). The chart's axis is the number of
-    votes so far, not the clock: votes cast a few seconds apart made a time axis of ".800" ticks."""
+    votes so far, not the clock: votes cast a few seconds apart made a time axis of ".800" ticks. The number is
+    text, a category to Vega: as a quantity, three votes got ticks at 1.2, 1.4, ... (Gradio's LinePlot sets no
+    minimum tick step); ``history_chart`` puts the categories in order."""
     rows = win_rate_history(VoteStore(ctx.store).votes())
     frame = pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
     frame["time"] = pd.to_datetime(frame["time"], unit="s")
+    frame["vote"] = [str(v) for v in frame["vote"]]
     return frame.astype(HISTORY_COLUMNS)
 
 
 def history_chart(history: pd.DataFrame) -> dict:
     """The win rates over time as lines, shown once a contestant has two points (a line of one point draws
     nothing). The colours are sent with every frame: Gradio redraws a chart's colour domain only when such a
-    setting changes, so a contestant that appears later would otherwise never get a line."""
+    setting changes, so a contestant that appears later would otherwise never get a line. So is the order of the
+    votes on the x axis (as text "10" would come before "2"), labelled while there are few enough to read."""
     names = list(dict.fromkeys(history["contestant"]))
     colours = {n: LINE_COLOURS[i % len(LINE_COLOURS)] for i, n in enumerate(names)}
     two_points = bool(len(history)) and int(history["contestant"].value_counts().max()) >= 2
-    return gr.update(value=history, color_map=colours or None, visible=two_points)
+    order = sorted(set(history["vote"]), key=int)
+    return gr.update(
+        value=history,
+        color_map=colours or None,
+        sort=order or None,
+        x_axis_labels_visible=len(order) <= HISTORY_LABELS_UP_TO,
+        visible=two_points,
+    )
 
 
 def make_vote_dataset(name: str | None, ctx: AppContext) -> str:
     """ "Make a dataset from my votes": the votes' preference pairs saved as a dataset (``votes.export_votes``).
-    Says what was made (its name, the pairs kept, the votes left out and why) or why nothing could be."""
+    Says what was made (its name, the pairs kept, the votes left out and why) or why nothing could be, and offers the
+    run the votes were about as the run to start from (the Train tab picks it with DPO: ``train_on_votes``)."""
     try:
         record, report, counts = export_votes(ctx.store, ctx.paths, name=(name or "").strip() or None)
     except (TuneDeckError, OSError) as exc:
         return error_md(explain(exc))
-    return ok_md(
-        f"Made dataset **{record.name}** ({record.id}): {counts_text(counts)} Import: {report.summary()} "
-        "Train on it in the **Train** tab with the objective dpo, orpo or kto."
+    run = votes_run(ctx)
+    then = (
+        f"Train on it with DPO starting from **{run}**, the run these votes were about (its answers are what you "
+        "judged): the **Train** tab has both picked for you; orpo and kto train on it too."
+        if run
+        else "Train on it in the **Train** tab with the objective dpo, orpo or kto."
     )
+    return ok_md(
+        f"Made dataset **{record.name}** ({record.id}): {counts_text(counts)} Import: {report.summary()} {then}"
+    )
+
+
+def votes_run(ctx: AppContext) -> str | None:
+    """The run the blind-test votes were about (``votes.voted_run``), among those a run can start from."""
+    from ui.train_tab import finished_runs as startable
+
+    return voted_run(VoteStore(ctx.store).votes(), [run for _, run in startable(ctx) if run])
 
 
 # -- scores --------------------------------------------------------------------------------------------------------
@@ -582,9 +608,11 @@ def render(ctx: AppContext) -> dict:
                 elem_id="win-rates",
             )
             history_plot = gr.LinePlot(
-                history_now["value"],  # typed from the first frame on: time, and a quantity from 0 to 100 %
+                history_now["value"],  # typed from the first frame on: votes, a quantity from 0 to 100 %
                 visible=history_now["visible"],
                 color_map=history_now["color_map"],
+                sort=history_now["sort"],
+                x_axis_labels_visible=history_now["x_axis_labels_visible"],
                 x="vote",
                 x_title="votes so far",
                 y="win rate",

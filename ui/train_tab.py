@@ -2,8 +2,10 @@
 
 The widgets are made from ``RunConfig``'s fields (type, choices, help text), and the handler passes their values
 straight to ``RunConfig.parse`` on top of the preset: the UI holds no mapping of its own and decides nothing.
-The *basic* settings are the handful most people change; *More settings* holds all the others. Below them, the
-estimated peak GPU memory and time per epoch (``Manager.fit_report``, torch-free) follow every change.
+The *basic* settings are the handful most people change; beside "What it learns from", for preference methods, the
+run to start from; *More settings* holds all the others. Below them, the estimated peak GPU memory and time per epoch
+(``Manager.fit_report``, torch-free) follow every change, and what Train would refuse (a dataset of preference pairs
+with sft, say) shows before it is pressed.
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ BASIC = (
     "max_length",
     "batch_size",
 )
+# Shown beside "What it learns from" while it is a preference method (dpo, orpo, kto): for those, where a run starts
+# is the choice that matters most (they usually follow an sft run).
+WITH_OBJECTIVE = ("continue_from",)
 ADVANCED = (
-    "continue_from",
     "beta",
     "sft_weight",
     "lora_r",
@@ -60,8 +64,9 @@ ADVANCED = (
     "precision",
     "num_devices",
     "multi_device",
+    "min_steps",  # added last: the API's earlier arguments keep their places
 )
-FIELDS = BASIC + ADVANCED
+FIELDS = BASIC + WITH_OBJECTIVE + ADVANCED  # the order of the API's arguments: keep it
 
 # What people call each setting. The config keeps its field names (the CLI, YAML presets and the API use them);
 # the page says these instead, in labels, help texts and messages (``in_words``).
@@ -74,6 +79,7 @@ LABELS = {
     "continue_from": "Start from a finished run's adapter",
     "max_steps": "Training steps (-1: use passes)",
     "num_epochs": "Passes over the data",
+    "min_steps": "At least N steps (small datasets get more passes)",
     "learning_rate": "Learning rate",
     "lora_r": "Adapter size (rank)",
     "max_length": "Longest example (tokens)",
@@ -143,9 +149,16 @@ def widget_for(name: str) -> gr.components.Component:
         return gr.Number(label=label, info=info, precision=0)
     if ann is float:
         return gr.Number(label=label, info=info)
-    if name == "continue_from":  # finished runs are listed when the box is opened (render)
+    if name == "continue_from":  # finished runs are listed when it shows and when it is opened (render)
         return gr.Dropdown(
-            label=label, info=info, choices=[NEW_ADAPTER], value="", allow_custom_value=True, interactive=True
+            label=label,
+            info=info,
+            choices=[NEW_ADAPTER],
+            value="",
+            allow_custom_value=True,
+            interactive=True,
+            visible=False,  # shown for preference objectives (start_from)
+            elem_id="train-continue-from",
         )
     lines = 2 if name == "system_prompt" else 1
     return gr.Textbox(label=label, info=info, lines=lines)
@@ -164,6 +177,31 @@ def finished_runs(ctx: AppContext) -> list[tuple[str, str]]:
             what = f"{job.id} ({job.config.get('base_model')}, {job.config.get('objective', 'sft')})"
             runs.append((what, job.id))
     return runs  # list_jobs gives the newest first
+
+
+def start_from(objective: str | None, current: str | None, ctx: AppContext) -> dict:
+    """The run to start from ("Start from a finished run's adapter") follows the objective: shown, with the finished
+    runs listed afresh, for a preference method; hidden for sft, unless it holds a run (an sft run continuing another
+    shows what it continues rather than hide it)."""
+    from backend.jobs.config import PREFERENCE_OBJECTIVES
+
+    if objective in PREFERENCE_OBJECTIVES or current:
+        return gr.update(visible=True, choices=finished_runs(ctx))
+    return gr.update(visible=False)
+
+
+def train_on_votes(datasets: list[str], run: str | None, ctx: AppContext) -> tuple[dict, dict, dict, dict]:
+    """The Train tab after "Make a dataset from my votes" (Compare): the datasets listed afresh with the new one
+    (the newest, first) picked, DPO, and the run the votes were about (``run``) to start from, on its base model;
+    without a run, the dataset and DPO only. Updates for (dataset, objective, continue_from, base_model)."""
+    job = ctx.store.get_job(run) if run else None
+    if job is None:
+        picked, base = gr.update(visible=True), gr.update()
+    else:
+        picked = gr.update(choices=finished_runs(ctx), value=run, visible=True)
+        base = gr.update(value=job.config["base_model"]) if job.config.get("base_model") else gr.update()
+    listed = gr.update(choices=datasets, value=datasets[0] if datasets else None)
+    return listed, gr.update(value="dpo"), picked, base
 
 
 def preset_values(preset: str) -> list[Any]:
@@ -219,14 +257,19 @@ def problems_text(exc: ConfigError) -> str:
 
 def check_settings(dataset: str | None, preset: str, *values: Any, ctx: AppContext) -> tuple[str, str]:
     """(estimate, message) after any change: the estimate for these settings, and under Train what is wrong with
-    them now, or nothing, so that no message of an earlier press or value stays on the page."""
+    them now, or nothing, so that no message of an earlier press or value stays on the page. "Now" includes the
+    objective against the dataset (preference pairs picked with sft) and the run to start from, as Train checks
+    them (``Admission.objective_problems``)."""
     try:
-        widget_config(preset, values)
+        config = widget_config(preset, values)
     except ConfigError as exc:
         return "", error_md(problems_text(exc))
     except PresetError as exc:
         return "", error_md(str(exc))
-    return estimate_text(dataset, preset, *values, ctx=ctx), ""
+    record = ctx.store.get_dataset(dataset) if dataset else None
+    problems = ctx.manager.admission.objective_problems(record, config) if record else []
+    message = error_md(problems_text(ConfigError(problems))) if problems else ""
+    return estimate_text(dataset, preset, *values, ctx=ctx), message
 
 
 def estimate_text(dataset: str | None, preset: str, *values: Any, ctx: AppContext) -> str:
@@ -274,6 +317,8 @@ def render(ctx: AppContext) -> dict:
             with gr.Row():
                 for f in BASIC[i : i + 4]:
                     widgets[f] = widget_for(f)
+                    if f == "objective":  # the run to start from, beside it (shown for preference methods)
+                        widgets.update({w: widget_for(w) for w in WITH_OBJECTIVE})
     note = gr.Markdown()
     with gr.Accordion("More settings", open=False):
         for i in range(0, len(ADVANCED), 3):
@@ -286,7 +331,15 @@ def render(ctx: AppContext) -> dict:
     job_id = gr.Textbox(visible=False)  # not gr.State: the API returns it to gradio_client callers
 
     ordered = [widgets[f] for f in FIELDS]
-    # The runs to start from change as runs finish: listed again whenever the box is opened.
+    # Shown with a preference objective, with the finished runs listed then; and again whenever it is opened, as runs
+    # finish meanwhile.
+    widgets["objective"].change(
+        lambda o, c: start_from(o, c, ctx),
+        [widgets["objective"], widgets["continue_from"]],
+        widgets["continue_from"],
+        api_visibility="private",
+        show_progress="hidden",
+    )
     widgets["continue_from"].focus(
         lambda: gr.update(choices=finished_runs(ctx)),
         None,
@@ -324,6 +377,9 @@ def render(ctx: AppContext) -> dict:
     )  # one listener: a preset filling every widget makes one estimate, not 28
     return {
         "dataset": dataset,
+        "objective": widgets["objective"],
+        "continue_from": widgets["continue_from"],
+        "base_model": widgets["base_model"],
         "preset": preset,
         "about": about,
         "widgets": ordered,

@@ -26,6 +26,7 @@ from typing import Any
 
 from backend.core.store import Vote
 
+BASE = "base model"  # the blind test's name for the base model alone (a vote's left or right)
 # Why a vote gave no pair, in words a person reads in the export's message and in `tunedeck votes export`.
 NO_ANSWERS = "from before TuneDeck kept the answers"
 TIE = "ties with no better answer written"
@@ -80,6 +81,23 @@ def preference_rows(votes: Iterable[Vote]) -> tuple[list[dict[str, Any]], dict[s
             counts["written"] += int(bool(written) and chosen == written)
         counts["pairs"] += len(pairs)
     return rows, counts
+
+
+def voted_run(votes: Iterable[Vote], eligible: Iterable[str] | None = None) -> str | None:
+    """The run the votes were about: the one to start a preference run from, on the dataset the votes make (its
+    answers are what the votes judged). The run in the most votes that give a pair, the one voted on last breaking
+    a tie; only runs in ``eligible`` (e.g. finished, with an adapter) when given. None when no such vote has a run
+    in it (the base model against itself, or no votes)."""
+    allowed = None if eligible is None else set(eligible)
+    seen: dict[str, tuple[int, int]] = {}  # run -> (votes, the latest vote's position)
+    for n, vote in enumerate(votes):
+        if not vote_pairs(vote)[0]:
+            continue
+        for name, model in ((vote.left, vote.left_model), (vote.right, vote.right_model)):
+            run = model.get("run") if model else (None if name == BASE else name)
+            if run and (allowed is None or run in allowed):
+                seen[run] = (seen.get(run, (0, 0))[0] + 1, n)
+    return max(seen, key=lambda r: seen[r]) if seen else None
 
 
 def left_out_text(counts: dict[str, Any]) -> str:
