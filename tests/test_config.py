@@ -168,3 +168,18 @@ def test_every_setting_has_a_widget_in_the_train_tab():
     assert sorted(FIELDS) == sorted(RunConfig.model_fields)
     assert len(FIELDS) == len(set(FIELDS))
     assert len(BASIC) <= 8 and {"base_model", "method", "max_steps", "learning_rate"} <= set(BASIC)
+
+
+def test_min_steps_gives_a_small_dataset_more_passes_and_leaves_a_large_one_alone():
+    from backend.jobs import estimate
+    from backend.jobs.config import MAX_AUTO_PASSES, passes_for
+
+    cfg = RunConfig.parse({"num_epochs": 2, "min_steps": 60, "batch_size": 8})
+    assert passes_for(cfg, 301) == 2  # 38 steps a pass: 76 steps already
+    assert estimate.planned_steps(cfg, 301) == 76
+    small = passes_for(cfg, 84)  # 11 steps a pass: 2 passes would be 22 steps
+    assert small == pytest.approx(60 / 11)
+    assert estimate.planned_steps(cfg, 84) == 60
+    assert passes_for(cfg, 8) == MAX_AUTO_PASSES  # one step a pass: never 60 passes over the same 8 rows
+    assert passes_for(cfg.updated(min_steps=0), 84) == 2
+    assert estimate.planned_steps(cfg.updated(max_steps=7), 84) == 7  # max_steps wins

@@ -913,3 +913,27 @@ def test_scoring_waits_its_turn_while_a_job_trains_and_says_why(store, status):
     status.set("run-a", JobStatus.SUCCEEDED)
     waiter.join(timeout=10)
     assert got.is_set() and [x.holder for x in store.list_leases()] == ["score:7"]
+
+
+def test_one_row_far_over_max_length_keeps_the_cpu_estimate_within_the_fully_padded_batch(
+    make_manager, store, paths, csv_file
+):
+    """Issue 21: one pasted 3,000-word row among short answers, cut at max_length. No batch can hold more than
+    batch_size x max_length tokens, so the estimate must not go past that bound (it read 29 GB for a 6 GB run)."""
+    from backend.jobs import estimate
+
+    rows = ["question,answer"] + [f"Question {i}?,Short answer number {i}." for i in range(40)]
+    rows.append("Paste my log?," + " ".join(["word"] * 3000))
+    outlier, _ = import_dataset(store, paths, csv_file("\n".join(rows), "outlier.csv"), name="outlier")
+    short, _ = import_dataset(store, paths, csv_file("\n".join(rows[:-1]), "short.csv"), name="short")
+    manager = make_manager(gpus=[])
+    cfg = CONFIG.updated(max_length=64, batch_size=8, grad_accum=1)
+    cpu = manager.cpu_estimate(outlier.name, cfg)
+    assert cpu is not None and cpu.longest == 64  # the long row is cut at max_length
+    shape = estimate.model_shape(cfg.base_model, paths)
+    padded = estimate.cpu_memory_gb(shape, cfg, seq_len=cfg.max_length, bf16=cpu.bf16)  # every row 64 tokens
+    assert cpu.run.ram_gb <= padded
+    mean = cpu.tokens_per_epoch / cpu.train_rows
+    assert mean < 0.5 * cpu.longest  # a real spread: the old allowance multiplied the activations by up to 3x
+    without = manager.cpu_estimate(short.name, cfg)
+    assert without.run.ram_gb < cpu.run.ram_gb  # the outlier still costs what its batch costs

@@ -8,6 +8,7 @@ frozen config. The translators in ``backend.training.hf`` turn it into PEFT / bi
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from backend.errors import TuneDeckError
 from backend.models.registry import TINY_MODEL
 
+MAX_AUTO_PASSES = 10  # min_steps never makes a run repeat its data more often than this
 CUDA_OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit")
 PREFERENCE_OBJECTIVES = ("dpo", "orpo", "kto")
 # The dataset shapes each objective trains on (backend.data.shapes); a preference set gives KTO both kinds of answer.
@@ -102,6 +104,15 @@ class RunConfig(BaseModel):
         "use a positive number such as 1 or 3",
         gt=0,
         le=1000,
+    )
+    min_steps: int = _f(
+        0,
+        "When training by passes: at least this many optimizer steps. A small dataset then gets more passes (up to "
+        f"{MAX_AUTO_PASSES} in all), so it sees about as many updates as a larger one: facts in 80 rows need more passes than "
+        "in 300. 0: exactly num_epochs passes.",
+        "use 0, or a number of steps such as 60",
+        ge=0,
+        le=100_000,
     )
     max_steps: int = _f(
         -1,
@@ -448,3 +459,14 @@ def max_length_for(longest_prompt: int) -> int:
     """The max_length to suggest when a prompt of ``longest_prompt`` tokens leaves no room for its response: room
     for 64 response tokens, rounded up to a multiple of 64. The one rule the submit check and the worker share."""
     return (longest_prompt + 64 + 63) // 64 * 64
+
+
+def passes_for(cfg: RunConfig, n_train: int, world_size: int = 1) -> float:
+    """The passes over ``n_train`` examples a run trains for when it trains by passes: ``num_epochs``, or more where
+    that would be fewer than ``min_steps`` optimizer steps (at most MAX_AUTO_PASSES). The one rule the worker, the
+    estimate and the Train tab use."""
+    per_step = cfg.batch_size * cfg.grad_accum * max(world_size, 1)
+    steps_per_pass = max(1, math.ceil(max(n_train, 1) / per_step))
+    if cfg.min_steps and cfg.num_epochs * steps_per_pass < cfg.min_steps:
+        return max(cfg.num_epochs, min(cfg.min_steps / steps_per_pass, MAX_AUTO_PASSES))
+    return cfg.num_epochs

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backend.jobs.config import PREFERENCE_OBJECTIVES, RunConfig
+from backend.jobs.config import PREFERENCE_OBJECTIVES, RunConfig, passes_for
 
 GB = 2**30
 NF4_BYTES = 4.127 / 8  # NF4 + double-quantized absmax (Dettmers et al. 2023)
@@ -157,11 +157,13 @@ def model_shape(base_model: str, paths: Any = None) -> ModelShape | None:
 
 
 def planned_steps(cfg: RunConfig, n_train: int, world_size: int = 1, n_rows_per_example: float = 1.0) -> int:
-    """Optimizer steps the run will take: max_steps, or epochs over ``n_train`` batches' worth of examples."""
+    """Optimizer steps the run will take: max_steps, or its passes (``config.passes_for``: num_epochs, more for a
+    small dataset when min_steps asks) over ``n_train`` batches' worth of examples."""
     if cfg.max_steps > 0:
         return cfg.max_steps
     per_step = cfg.batch_size * cfg.grad_accum * max(world_size, 1)
-    return max(1, math.ceil(cfg.num_epochs * math.ceil(max(n_train, 1) * n_rows_per_example / per_step)))
+    examples = math.ceil(max(n_train, 1) * n_rows_per_example)
+    return max(1, math.ceil(passes_for(cfg, examples, world_size) * math.ceil(examples / per_step)))
 
 
 # -- memory ------------------------------------------------------------------------------------------------------
@@ -426,16 +428,23 @@ def cpu_memory_gb(
     """Peak resident memory of a training worker on a CPU (GB): the process, the weights (fp32, or bf16 where the
     CPU runs bf16), the adapter with its gradients and AdamW state (fp32), and the activations autograd keeps for
     the longest micro-batch with the scored logits, more when examples vary in length (``seq_len`` the longest
-    example, ``mean_len`` the mean)."""
-    gpu_like = memory(shape, cfg, seq_len=seq_len, sixteen_bit=bf16)
+    example, ``mean_len`` the mean).
+
+    The activation term never exceeds the fully padded micro-batch (batch_size x max_length): whatever the batching
+    mode, no batch holds more, so a dataset with one row far over max_length is estimated at that bound instead of
+    being inflated by its spread of lengths (issue 21: one 5,522-token row made a 6 GB run read 29 GB)."""
     weight_bytes = shape.params * (2 if bf16 else 4)
     if cfg.method == "qlora":
         weight_bytes = shape.block_linear_params * NF4_BYTES + (shape.params - shape.block_linear_params) * 4
-    adapter = gpu_like.lora_params * 16
-    seq = min(seq_len or cfg.max_length, cfg.max_length)
-    spread = max(seq / mean_len - 1, 0.0) if mean_len else 0.0
-    factor = CPU_ACTIVATION_FACTOR * (1 + CPU_SPREAD_FACTOR * spread / (1 + spread))
-    return CPU_PROCESS_GB + (weight_bytes + adapter) / GB + (gpu_like.activations + gpu_like.logits) * factor
+    longest = min(seq_len or cfg.max_length, cfg.max_length)
+    first = memory(
+        shape, cfg, seq_len=longest, sixteen_bit=bf16
+    )  # the longest micro-batch, padded to its row
+    padded = memory(shape, cfg, seq_len=cfg.max_length, sixteen_bit=bf16)
+    spread = max(longest / mean_len - 1, 0.0) if mean_len else 0.0
+    grown = (first.activations + first.logits) * (1 + CPU_SPREAD_FACTOR * spread / (1 + spread))
+    activations = min(grown, padded.activations + padded.logits) * CPU_ACTIVATION_FACTOR
+    return CPU_PROCESS_GB + (weight_bytes + first.lora_params * 16) / GB + activations
 
 
 def cpu_run(

@@ -481,6 +481,7 @@ class Recipe:
         )
         rows_per_example = len(self.train_dataset) / max(s.n_train, 1)
         self.total_steps = estimate.planned_steps(self.cfg, s.n_train, self.world_size, rows_per_example)
+        self._resolve_passes(len(self.train_dataset))
 
     def _setup_preference_data(self) -> None:
         """The dataset's preference rows as the conversational columns TRL's DPO, ORPO and KTO trainers read."""
@@ -527,6 +528,22 @@ class Recipe:
             len(self.eval_dataset) if self.eval_dataset is not None else 0,
         )
         self.total_steps = estimate.planned_steps(self.cfg, len(self.train_dataset), self.world_size, 1.0)
+        self._resolve_passes(len(self.train_dataset))
+
+    def _resolve_passes(self, rows: int) -> None:
+        """min_steps: a small dataset trains for more passes (the same rule as the estimate, config.passes_for)."""
+        from backend.jobs.config import passes_for
+
+        passes = passes_for(self.cfg, rows, self.world_size)
+        if self.cfg.max_steps <= 0 and passes != self.cfg.num_epochs:
+            log.info(
+                "%.3g passes over %d examples instead of %g: at least %d steps (min_steps) for a dataset this size",
+                passes,
+                rows,
+                self.cfg.num_epochs,
+                self.cfg.min_steps,
+            )
+            self.cfg = self.cfg.updated(num_epochs=passes)
 
     def _setup_trainer(self) -> None:
         from transformers.trainer_callback import PrinterCallback
