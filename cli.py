@@ -4,6 +4,7 @@
     tunedeck data add FILE [--name N] [--shape S] [--prompt-col C] [--response-col C] [--system-col C] ...
     tunedeck data list | show DATASET | rename DATASET NEW | rm DATASET | export DATASET FILE.csv
     tunedeck train DATASET [--preset P] [--set key=value ...] [--wait]
+    tunedeck estimate DATASET [--preset P] [--set key=value ...]     (exit 3: it would not fit)
     tunedeck jobs | show JOB | cancel JOB | resume JOB [--set key=value ...] [--wait]
     tunedeck generate (JOB | --base MODEL) --prompt TEXT [--max-new-tokens N] [--temperature T]
     tunedeck votes list | export [--name N]
@@ -26,9 +27,9 @@ from backend.core.store import Store
 from backend.data.datasets import ImportReport, import_dataset, mapping_text
 from backend.errors import TuneDeckError, explain
 from backend.jobs import views
-from backend.jobs.config import RunConfig, coerce_setting
+from backend.jobs.config import ConfigError, RunConfig, coerce_setting
 from backend.jobs.manager import Manager, ensure_scheduler
-from backend.jobs.presets import default_preset, load_preset
+from backend.jobs.presets import Preset, default_preset, load_preset
 from backend.settings import Paths, home_unwritable, load_settings
 
 
@@ -186,20 +187,36 @@ def cmd_data_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    paths, store, manager = _ctx()
-    preset = load_preset(args.preset or default_preset(paths))
+def _changes(items: list[str] | None, example: str) -> dict[str, Any]:
+    """--set key=value ... as typed settings."""
     changes: dict[str, Any] = {}
-    for item in args.set or []:
+    for item in items or []:
         key, sep, value = item.partition("=")
         if not sep:
-            raise CliError(f"--set {item!r}: expected key=value, e.g. --set learning_rate=1e-4")
+            raise CliError(f"--set {item!r}: expected key=value, e.g. --set {example}")
         changes[key.strip()] = coerce_setting(key.strip(), value.strip())
-    config = RunConfig.parse({**preset.config.model_dump(), **changes})
+    return changes
+
+
+def _run_config(args: argparse.Namespace, paths: Paths) -> tuple[Preset, RunConfig]:
+    """The preset (--preset, or the default for this machine) with the --set changes: (preset, RunConfig)."""
+    preset = load_preset(args.preset or default_preset(paths))
+    changes = _changes(args.set, "learning_rate=1e-4")
+    return preset, RunConfig.parse({**preset.config.model_dump(), **changes})
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    paths, store, manager = _ctx()
+    preset, config = _run_config(args, paths)
     job = manager.submit(args.dataset, config, preset=preset.name)
+    estimate = {"estimate": manager.estimate(args.dataset, config)}  # what admission saw at submit
     ensure_scheduler(paths)
     if not args.wait:
-        _out(args, views.job_view(store, job), f"Queued {job.id}. Follow it with: tunedeck show {job.id}")
+        _out(
+            args,
+            views.job_view(store, job) | estimate,
+            f"Queued {job.id}. Follow it with: tunedeck show {job.id}",
+        )
         return 0
     print(f"Queued {job.id}; waiting for it to finish (Ctrl-C stops waiting, not the job).", file=sys.stderr)
     last = ""
@@ -217,11 +234,33 @@ def cmd_train(args: argparse.Namespace) -> int:
         time.sleep(1.0)
     _out(
         args,
-        views.job_detail(store, job),
+        views.job_detail(store, job) | estimate,
         f"{job.id}: {views.status_line(view)}"
         + (f"\nadapter: {view['adapter_dir']}" if view["adapter_dir"] else ""),
     )
     return 0 if job.status is JobStatus.SUCCEEDED else 1
+
+
+EXIT_WOULD_NOT_FIT = 3  # `tunedeck estimate`: the job would be refused for memory (the message names the fix)
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    """The Train tab's estimate for `tunedeck train` with the same arguments, and its verdict: exit 0 when it
+    would be queued, EXIT_WOULD_NOT_FIT (the refusal on stderr, as train prints it) when it does not fit; any other
+    problem (dataset, model, settings) fails as train does."""
+    paths, _, manager = _ctx()
+    _, config = _run_config(args, paths)
+    problems = manager.problems(args.dataset, config)
+    others = [p for p in problems if p.field != "memory"]
+    if others:
+        raise ConfigError(others)
+    report = manager.estimate(args.dataset, config)
+    _out(args, report, report["message"])
+    if problems or not report["fits"]:
+        refusal = ConfigError(problems) if problems else report["message"].split("Will not fit: ")[-1]
+        print(f"error: it would be refused: {refusal}", file=sys.stderr)
+        return EXIT_WOULD_NOT_FIT
+    return 0
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
@@ -302,12 +341,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from backend.jobs.manager import ResumeError
 
     paths, store, manager = _ctx()
-    changes = {}
-    for item in args.set or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise CliError(f"--set {item!r}: expected key=value, e.g. --set max_steps=200")
-        changes[key.strip()] = coerce_setting(key.strip(), value.strip())
+    changes = _changes(args.set, "max_steps=200")
     try:
         job = manager.resume(args.job, changes)
     except ResumeError as exc:
@@ -692,6 +726,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)")
     t.add_argument("--wait", action="store_true", help="wait for the job; exit 0 only if it succeeded")
     t.set_defaults(func=cmd_train)
+    es = sub.add_parser(
+        "estimate",
+        parents=[common],
+        help="the time and memory `train` with these arguments would take, and whether it fits (exit 3 if not)",
+    )
+    es.add_argument("dataset", help="dataset name or id")
+    es.add_argument("--preset", help="as for train")
+    es.add_argument("--set", action="append", metavar="KEY=VALUE", help="as for train (repeatable)")
+    es.set_defaults(func=cmd_estimate)
 
     j = sub.add_parser("jobs", parents=[common], help="list jobs")
     j.set_defaults(func=cmd_jobs)

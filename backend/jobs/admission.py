@@ -12,6 +12,7 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from backend.core.status import JobStatus
 from backend.core.store import DatasetRecord, Store
@@ -356,6 +357,116 @@ class Admission:
         return [
             Problem("memory", f"{fit.need.total:.1f} GB", text.split(" Fix: ")[0], text.split(" Fix: ")[-1])
         ]
+
+    def estimate_dict(self, dataset: str | None, config: RunConfig) -> dict[str, Any]:
+        """The Train tab's estimate as plain data, for ``tunedeck estimate`` and ``tunedeck train --json``: the same
+        verdict, figures and text (``fit_report``; ``message`` without its Markdown) under ESTIMATE_KEYS, each key
+        always there and None where this machine cannot tell (the model's config.json or tokenizer not here yet;
+        on a GPU, the parts of the time other than training). ``suggestions``: the changes that would fit, when it
+        will not. Torch-free."""
+        record = self.store.get_dataset(dataset) if dataset else None
+        gpus = self.gpus_for(config)
+        shape = estimate.model_shape(config.base_model, self.paths)
+        out: dict[str, Any] = dict.fromkeys(ESTIMATE_KEYS)
+        out.update(
+            device="cuda" if gpus else "cpu",
+            base_model=config.base_model,
+            dataset=record.name if record else dataset,
+            suggestions=[],
+        )
+        cpu = self.cpu_estimate(record, config) if record and shape and not gpus else None
+        if cpu is not None:  # the figures and the text from one estimate, as fit_report makes them
+            r = cpu.run
+            out.update(
+                fits=cpu.fits,
+                message=_plain(self._cpu_lines(cpu, shape, config)),
+                ram_gb=round(r.ram_gb, 2),
+                available_gb=round(cpu.available_gb, 2),
+                total_s=round(r.total_s, 1),
+                train_s=round(r.train_s, 1),
+                eval_s=round(r.eval_s, 1),
+                score_s=round(r.score_s, 1),
+                start_s=round(r.start_s, 1),
+                steps=r.steps,
+                epochs=round(cpu.epochs, 3),
+                train_rows=cpu.train_rows,
+                tokens_per_epoch=cpu.tokens_per_epoch,
+                precision="bf16" if cpu.bf16 else "fp32",
+                cores=cpu.cores,
+            )
+            if not cpu.fits:
+                out["suggestions"] = _fixes(self._cpu_refusal(cpu, shape, config))
+            return out
+        fits, text = self.fit_report(dataset, config)
+        out.update(fits=fits, message=_plain(text))
+        if not gpus or shape is None or record is None:
+            return out
+        stats = self.token_report(record, config)
+        budget = min(self.gpu_budget_gb(g) for g in gpus)
+        seq = stats.train_longest if stats and stats.train_longest else config.max_length
+        fit = estimate.check_fit(shape, config, budget, seq_len=seq)
+        out.update(
+            gpu_gb=round(fit.need.total, 2),
+            available_gb=round(budget, 2),
+            precision=None if config.precision == "auto" else config.precision,  # auto: the GPU decides
+            suggestions=[] if fit.fits else _fixes(fit.message(gpus[0].name)),
+        )
+        rows = stats.train_rows if stats else 0
+        if rows:
+            per_step = config.batch_size * config.grad_accum * max(config.num_devices, 1)
+            steps = config.max_steps if config.max_steps > 0 else _steps_per_epoch(config, rows)
+            epochs = steps * per_step / rows if config.max_steps > 0 else config.num_epochs
+            secs = estimate.seconds_per_epoch(
+                shape,
+                config,
+                tokens_per_epoch=stats.tokens_per_epoch,
+                mean_len=stats.tokens_per_epoch / rows,
+                device_kind="cuda",
+                device_name=gpus[0].name,
+            )
+            out.update(
+                train_s=round(secs * epochs, 1) if secs is not None else None,
+                steps=steps,
+                epochs=round(epochs, 3),
+                train_rows=rows,
+                tokens_per_epoch=stats.tokens_per_epoch,
+            )
+        return out
+
+
+ESTIMATE_KEYS = (  # Admission.estimate_dict's keys, in this order (a stable shape for scripts)
+    "fits",  # would submit take it (memory); True where there is nothing to measure yet
+    "device",  # "cpu" or "cuda"
+    "base_model",
+    "dataset",
+    "ram_gb",  # peak memory of the worker on the CPU
+    "gpu_gb",  # peak GPU memory (per GPU)
+    "available_gb",  # what this job can count on: free memory, plus what our running job gives back
+    "total_s",  # from Train to finished: start_s + train_s + eval_s + score_s (CPU)
+    "train_s",
+    "eval_s",  # the validation passes
+    "score_s",  # scoring against the base model at the end
+    "start_s",  # process start, imports, loading the model and the data
+    "steps",
+    "epochs",
+    "train_rows",
+    "tokens_per_epoch",
+    "precision",  # "bf16" or "fp32" on a CPU; on a GPU the setting, None for auto
+    "cores",
+    "message",  # the Train tab's text, plain
+    "suggestions",  # changes that would fit, best first, when it will not
+)
+
+
+def _plain(markdown: str) -> str:
+    """The Train tab's Markdown as plain text: no bold, one line per line."""
+    return markdown.replace("**", "").replace("  \n", "\n")
+
+
+def _fixes(refusal: str) -> list[str]:
+    """The changes a refusal ("... Fix: a; or b.") lists, one per item."""
+    fix = refusal.split(" Fix: ", 1)[-1].rstrip(".")
+    return [tip.strip() for tip in fix.split("; or ") if tip.strip()]
 
 
 def _one_kind_only(record: DatasetRecord) -> Problem | None:

@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from backend import supervisor
 from backend.core.status import JobStatus
@@ -151,9 +152,20 @@ class Manager:
     # -- any process ------------------------------------------------------------------------------------------
 
     def submit(self, dataset: str, config: RunConfig, preset: str = "custom") -> JobRecord:
-        """Check the job as a whole (dataset, model, lengths, GPU memory), then queue it.
+        """Check the job as a whole (``problems``), then queue it.
 
         Raises ConfigError with every problem."""
+        record, problems = self._check(dataset, config)
+        if problems:
+            raise ConfigError(problems)
+        assert record is not None
+        return self._queue(record, config, preset)
+
+    def problems(self, dataset: str, config: RunConfig) -> list[Problem]:
+        """Why ``submit`` would refuse this job (dataset, model, objective, lengths, then memory), or []."""
+        return self._check(dataset, config)[1]
+
+    def _check(self, dataset: str, config: RunConfig) -> tuple[DatasetRecord | None, list[Problem]]:
         problems: list[Problem] = []
         record = self.store.get_dataset(dataset)
         if record is None:
@@ -183,10 +195,7 @@ class Manager:
             problems.extend(self.admission.length_problems(record, config))
         if not problems:
             problems.extend(self.admission.memory_problems(config, record, ref))
-        if problems:
-            raise ConfigError(problems)
-        assert record is not None
-        return self._queue(record, config, preset)
+        return record, problems
 
     def _queue(
         self,
@@ -330,6 +339,10 @@ class Manager:
     def fit_report(self, dataset: str | None, config: RunConfig) -> tuple[bool, str]:
         """(fits, a few lines for the Train tab): estimated peak memory and time. Torch-free."""
         return self.admission.fit_report(dataset, config)
+
+    def estimate(self, dataset: str | None, config: RunConfig) -> dict[str, Any]:
+        """The same estimate as plain data in fixed keys (``Admission.estimate_dict``): the CLI's and the API's."""
+        return self.admission.estimate_dict(dataset, config)
 
     def token_report(self, record: DatasetRecord, config: RunConfig):
         return self.admission.token_report(record, config)
