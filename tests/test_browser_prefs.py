@@ -56,6 +56,10 @@ def test_blind_votes_become_a_dataset_and_a_dpo_run_from_the_browser(
             made = page.locator("#votes-dataset-message")
             expect(made).to_contain_text("my-votes", timeout=60_000)
             expect(made).to_contain_text(re.compile(r"\d+ preference pairs from 2 votes"))
+            # the win rate after each vote: whole votes on its axis (no 1.2, 1.4 ...)
+            history = page.locator("#win-rates-over-time")
+            expect(history).to_be_visible()
+            expect(history).not_to_contain_text(re.compile(r"\b1\.\d\b"))
             page.screenshot(path=str(SHOTS / "7-votes-to-dataset.png"), full_page=True)
 
             expect(made).to_contain_text(f"DPO starting from {sft}, the run these votes were about")
@@ -91,6 +95,8 @@ def test_blind_votes_become_a_dataset_and_a_dpo_run_from_the_browser(
             assert run != sft
             expect(summary).to_contain_text("succeeded", timeout=300_000)
             expect(page.locator("#chart-rewards-margins")).to_be_visible(timeout=30_000)
+            # beside the charts, what reward accuracy measures and how the scores' preference accuracy differs
+            expect(page.locator("#pref-charts-note")).to_contain_text("preference accuracy")
             rewards = page.locator("#chart-rewards")
             expect(rewards).to_be_visible()
             # the reward is a quantity: round axis ticks, not each value as a label of its own ("13.2120552063")
