@@ -62,15 +62,15 @@ def home_with_sample(root: Path, tiny_model_build: Path) -> dict[str, str]:
     return env
 
 
-def train_sample(env: dict[str, str], steps: int = 30) -> dict:
+def train_sample(env: dict[str, str], steps: int = 30, *settings: str) -> dict:
+    """A finished tiny-offline run on the sample; ``settings``: more KEY=VALUE for --set."""
     res = tunedeck(
         env,
         "train",
         "capitals",
         "--preset",
         "tiny-offline",
-        "--set",
-        f"max_steps={steps}",
+        *(arg for setting in (f"max_steps={steps}", *settings) for arg in ("--set", setting)),
         "--wait",
         "--json",
     )
@@ -78,16 +78,23 @@ def train_sample(env: dict[str, str], steps: int = 30) -> dict:
     return json.loads(res.stdout)
 
 
-def plain_peft_answer(base_dir: Path, adapter_dir: str, question: str, max_new_tokens: int, dtype=None):
+def plain_peft_answer(
+    base_dir: Path | None, adapter_dir: str | Path, question: str, max_new_tokens: int, dtype=None
+):
     """What a person gets loading the base and a run's adapter with plain transformers + PEFT, greedy:
-    (answer, model, tokenizer, encoded prompt), so a test can go on with the same model (e.g. merge it)."""
+    (answer, model, tokenizer, encoded prompt), so a test can go on with the same model (e.g. merge it).
+    ``base_dir`` None: from the adapter folder alone, with AutoPeftModelForCausalLM (the base it names)."""
     import torch
-    from peft import PeftModel
+    from peft import AutoPeftModelForCausalLM, PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(adapter_dir)
-    base = AutoModelForCausalLM.from_pretrained(base_dir, **({"dtype": dtype} if dtype is not None else {}))
-    model = PeftModel.from_pretrained(base, adapter_dir).eval()
+    kwargs = {"dtype": dtype} if dtype is not None else {}
+    if base_dir is None:
+        model = AutoPeftModelForCausalLM.from_pretrained(adapter_dir, **kwargs).eval()
+    else:
+        base = AutoModelForCausalLM.from_pretrained(base_dir, **kwargs)
+        model = PeftModel.from_pretrained(base, adapter_dir).eval()
     enc = tok.apply_chat_template(
         [{"role": "user", "content": question}],
         add_generation_prompt=True,

@@ -117,7 +117,8 @@ def test_the_adapter_records_its_portable_base_and_the_format_it_was_trained_in(
     card = runcard.read(result.adapter_dir)
     assert card["dtype"] == "float32" and card["base_model"] == "tiny-offline" and card["run"] == "run-test"
     config = json.loads((Path(result.adapter_dir) / "adapter_config.json").read_text())
-    assert config["base_model_name_or_path"] == "tiny-offline"  # not this machine's folder path
+    # not a name only TuneDeck knows: the folder that holds the model, which plain PEFT can load
+    assert config["base_model_name_or_path"] == str(paths.models / "tiny-offline")
 
 
 def test_packed_batch_has_the_same_loss_as_the_examples_unpacked(tiny_model_build):

@@ -112,8 +112,11 @@ class ModelRef:
 
     @property
     def portable_name(self) -> str:
-        """What to write as the base model in an exported adapter: the Hub id where known, else the name."""
-        return self.upstream or (self.location if self.kind == "hub" else self.name)
+        """What an adapter names as its base (adapter_config.json's ``base_model_name_or_path``), so plain PEFT
+        (``AutoPeftModelForCausalLM``) finds it: the Hub id where known, else the folder on this machine that holds
+        the model's config.json and weights (tiny-offline's build, a local folder, a .gguf file's converted copy),
+        never a name only TuneDeck knows."""
+        return self.upstream or self.location
 
 
 def tiny_model_dir(paths: Paths) -> Path:

