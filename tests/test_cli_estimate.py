@@ -150,3 +150,27 @@ def test_the_command_as_a_person_runs_it(paths, store, tiny_model):
     got = json.loads(res.stdout)
     assert tuple(got) == ESTIMATE_KEYS and got["fits"] is True and got["steps"] == 60
     assert got["ram_gb"] < got["available_gb"] and got["total_s"] > got["train_s"] > 0
+
+
+def test_on_a_gpu_the_same_keys_hold_the_gpu_figures_and_the_fixes(paths, store, tiny_model, monkeypatch):
+    """No GPU needed: a probe that reports one (the estimate reads nvidia-smi only, never torch)."""
+    import_dataset(store, paths, CAPITALS_CSV, name="capitals")
+    monkeypatch.setattr(hardware, "gpu_memory_of_groups", lambda groups, index: 0.0)
+    config = config_of(device="auto", max_steps=20)
+
+    def on(free_gb: float) -> dict:
+        gpu = hardware.Gpu(0, "NVIDIA A100", 80.0, 80.0 - free_gb)
+        return Manager(store, paths, gpu_probe=lambda: [gpu]).estimate("capitals", config)
+
+    roomy = on(40.0)
+    assert tuple(roomy) == ESTIMATE_KEYS
+    assert roomy["fits"] is True and roomy["device"] == "cuda" and roomy["ram_gb"] is None
+    assert 0 < roomy["gpu_gb"] < 40 and roomy["available_gb"] == 40.0 and roomy["suggestions"] == []
+    assert roomy["steps"] == 20 and roomy["train_rows"] == 32 and roomy["train_s"] is not None  # ms here
+    assert roomy["total_s"] is None and roomy["precision"] == "fp32"  # only training is timed on a GPU
+    assert "Estimated peak GPU memory" in roomy["message"] and "NVIDIA A100" in roomy["message"]
+    tight = on(roomy["gpu_gb"] / 2)
+    assert tight["fits"] is False and tight["message"].startswith("Will not fit")
+    # the refusal's fixes, one per item (here none of the usual changes is enough: mostly CUDA's own overhead)
+    assert "Fix: " + "; or ".join(tight["suggestions"]) + "\n" in tight["message"]
+    assert tight["suggestions"] == ["use a smaller model"]
