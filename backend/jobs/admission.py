@@ -192,7 +192,7 @@ class Admission:
     def _cpu_lines(self, cpu: CpuEstimate, shape: estimate.ModelShape, config: RunConfig) -> str:
         r = cpu.run
         lines = [
-            f"No NVIDIA GPU here: it will train on the CPU ({cpu.cores} cores, {'bf16' if cpu.bf16 else 'fp32'}). "
+            f"No NVIDIA GPU here: it will train on the CPU ({cpu.cores} cores; {cpu_kind(cpu.bf16, config)}). "
             f"About **{estimate._secs(r.total_s)}** from Train to finished ({r.summary()}; {r.steps} steps are "
             f"{cpu.epochs:.3g} epochs of {cpu.train_rows:,} examples, {cpu.tokens_per_epoch:,} tokens each). A "
             "rough figure (±30 %): the Runs tab shows the real pace.",
@@ -338,12 +338,7 @@ class Admission:
             cpu = self.cpu_estimate(record, config)
             if cpu is None or mshape is None or cpu.fits:
                 return []
-            text = self._cpu_refusal(cpu, mshape, config)
-            return [
-                Problem(
-                    "memory", f"{cpu.run.ram_gb:.1f} GB", text.split(" Fix: ")[0], text.split(" Fix: ")[-1]
-                )
-            ]
+            return [_memory_problem(f"{cpu.run.ram_gb:.1f} GB", self._cpu_refusal(cpu, mshape, config))]
         mshape = estimate.model_shape(config.base_model, self.paths)
         if mshape is None:
             return []
@@ -353,10 +348,7 @@ class Admission:
         fit = estimate.check_fit(mshape, config, budget, seq_len=seq)
         if fit.fits:
             return []
-        text = fit.message(gpus[0].name)
-        return [
-            Problem("memory", f"{fit.need.total:.1f} GB", text.split(" Fix: ")[0], text.split(" Fix: ")[-1])
-        ]
+        return [_memory_problem(f"{fit.need.total:.1f} GB", fit.message(gpus[0].name))]
 
     def estimate_dict(self, dataset: str | None, config: RunConfig) -> dict[str, Any]:
         """The Train tab's estimate as plain data, for ``tunedeck estimate`` and ``tunedeck train --json``: the same
@@ -467,6 +459,23 @@ def _fixes(refusal: str) -> list[str]:
     """The changes a refusal ("... Fix: a; or b.") lists, one per item."""
     fix = refusal.split(" Fix: ", 1)[-1].rstrip(".")
     return [tip.strip() for tip in fix.split("; or ") if tip.strip()]
+
+
+def _memory_problem(value: str, text: str) -> Problem:
+    """A refusal's text ("this job needs ... Fix: ...") as a Problem; Problem adds its own full stops, so a message
+    ending in one would read "free.. Fix:"."""
+    reason, _, fix = text.partition(" Fix: ")
+    return Problem("memory", value, reason.rstrip("."), fix.rstrip("."))
+
+
+def cpu_kind(bf16: bool, config: RunConfig) -> str:
+    """What the number format means on this CPU, in words: a person on a laptop without bf16 instructions should
+    know why their run is slower than the README's machine."""
+    if bf16:
+        return "it has bf16 instructions, so it trains in bf16, the faster number format"
+    if config.precision == "fp32" and hardware.cpu_has_bf16():
+        return "fp32, as set in precision (bf16 would be about 1.3x faster on this CPU)"
+    return "no bf16 instructions on this CPU, so it trains in fp32, about 1.3x slower than on one with them"
 
 
 def _one_kind_only(record: DatasetRecord) -> Problem | None:
