@@ -8,7 +8,6 @@ with concrete changes that would fit. The scheduler (``backend.jobs.manager``) o
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -106,15 +105,15 @@ class Admission:
             )
             if secs is not None and rows:
                 per_step = config.batch_size * config.grad_accum * max(config.num_devices, 1)
-                steps = config.max_steps if config.max_steps > 0 else _steps_per_epoch(config, rows)
-                epochs = steps * per_step / rows if config.max_steps > 0 else config.num_epochs
+                steps = estimate.planned_steps(config, rows, config.num_devices)
+                epochs = steps * per_step / rows
                 scoring = (
                     f", then scoring {config.score_examples} held-out examples"
                     if config.score_examples
                     else ""
                 )
                 lines.append(
-                    f"Training alone: about {_duration(secs * epochs)} ({steps} steps, {epochs:.3g} epochs of "
+                    f"Training alone: about {_duration(secs * epochs)} ({steps} steps, {epochs:.3g} passes over "
                     f"{rows} examples, {stats.tokens_per_epoch:,} tokens) on the {'GPU' if gpus else 'CPU'}, "
                     f"plus loading the model{scoring}. A rough figure; the Runs tab shows the real pace."
                 )
@@ -194,7 +193,7 @@ class Admission:
         lines = [
             f"No NVIDIA GPU here: it will train on the CPU ({cpu.cores} cores; {cpu_kind(cpu.bf16, config)}). "
             f"About **{estimate._secs(r.total_s)}** from Train to finished ({r.summary()}; {r.steps} steps are "
-            f"{cpu.epochs:.3g} epochs of {cpu.train_rows:,} examples, {cpu.tokens_per_epoch:,} tokens each). A "
+            f"{cpu.epochs:.3g} passes over {cpu.train_rows:,} examples of {cpu.tokens_per_epoch:,} tokens). A "
             "rough figure (±30 %): the Runs tab shows the real pace.",
         ]
         if cpu.fits:
@@ -406,8 +405,8 @@ class Admission:
         rows = stats.train_rows if stats else 0
         if rows:
             per_step = config.batch_size * config.grad_accum * max(config.num_devices, 1)
-            steps = config.max_steps if config.max_steps > 0 else _steps_per_epoch(config, rows)
-            epochs = steps * per_step / rows if config.max_steps > 0 else config.num_epochs
+            steps = estimate.planned_steps(config, rows, config.num_devices)
+            epochs = steps * per_step / rows
             secs = estimate.seconds_per_epoch(
                 shape,
                 config,
@@ -508,11 +507,6 @@ SHAPE_WORDS = {
 
 def _shape(record) -> str:
     return str((record.info or {}).get("shape") or "prompt_response")
-
-
-def _steps_per_epoch(config: RunConfig, rows: int) -> int:
-    steps = math.ceil(rows / (config.batch_size * config.grad_accum * max(config.num_devices, 1)))
-    return max(1, math.ceil(steps * config.num_epochs))
 
 
 def _duration(seconds: float) -> str:
