@@ -96,40 +96,85 @@ def run_job(env: dict, dataset: str, preset: str, sets: dict) -> dict:
     return job
 
 
-def grid(env: dict, work: Path, precisions: list[str]) -> list[dict]:
+def skewed_csv(path: Path, rows: int, seed: int = 0) -> Path:
+    """Three quarters short answers (8-30 words), a quarter long ones (100-400 words): grouped batches differ."""
+    rng = random.Random(seed)
+    lengths = [rng.randint(8, 30) if i % 4 else rng.randint(100, 400) for i in range(rows)]
+    return _rows_csv(path, lengths, rng)
+
+
+def outlier_csv(path: Path, rows: int, seed: int = 0) -> Path:
+    """Answers of about 40 words, and one of 3,000 words that max_length cuts: like a support export with one
+    pasted log (issue 21's case)."""
+    rng = random.Random(seed)
+    return _rows_csv(path, [3000 if i == rows // 2 else rng.randint(30, 50) for i in range(rows)], rng)
+
+
+def _rows_csv(path: Path, answer_words: list[int], rng: random.Random) -> Path:
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["question", "answer"])
+        for n in answer_words:
+            q = " ".join(rng.choice(WORDS) for _ in range(12)).capitalize() + "?"
+            w.writerow([q, " ".join(rng.choice(WORDS) for _ in range(n)).capitalize() + "."])
+    return path
+
+
+# (data, batch, adapted blocks (0: all), max_length): flat short rows, skewed lengths, one outlier cut at max_length,
+# every row cut at max_length; batch 2 to 8; adapters on the top 15 blocks (the preset) and on all 30. Each in
+# every precision the CPU has (fp32 stands in for a CPU without bf16).
+GRID = (
+    ("flat", 8, 15, 256),
+    ("skewed", 8, 15, 512),
+    ("skewed", 4, 0, 512),
+    ("outlier", 8, 15, 256),
+    ("outlier", 8, 0, 256),
+    ("cut", 4, 0, 256),
+)
+DATA = {
+    "flat": lambda p: long_rows_csv(p, 64, 20),
+    "skewed": lambda p: skewed_csv(p, 64),
+    "outlier": lambda p: outlier_csv(p, 64),
+    "cut": lambda p: long_rows_csv(p, 64, 300),
+}
+
+
+def grid(env: dict, work: Path, precisions: list[str], only: str = "") -> list[dict]:
     from backend.jobs.presets import load_preset
 
     base = load_preset("smollm2-135m").config.model_dump()
     rows = []
-    # (answer words, batch): short to long examples, a small and the usual batch; every one in each precision
-    # except the slowest (400 words, batch 8, fp32: ~6 minutes), measured in bf16 only where that exists.
-    grid_points = [(20, 8), (120, 8), (400, 2), (400, 8)]
-    for words in sorted({w for w, _ in grid_points}):
-        name = f"long{words}"
-        cli(env, "data", "add", str(long_rows_csv(work / f"{name}.csv", 64, words)), "--name", name)
-    for words, batch in grid_points:
-        name = f"long{words}"
+    for name, make in DATA.items():
+        cli(env, "data", "add", str(make(work / f"{name}.csv")), "--name", name)
+    for data, batch, blocks, max_length in GRID:
+        if only and only not in data:
+            continue
         for precision in precisions:
-            if (words, batch) == (400, 8) and precision == "fp32" and len(precisions) > 1:
-                continue
             sets = {
                 "batch_size": batch,
+                "lora_layers": blocks,
                 "max_steps": 8,
-                "max_length": 1024,
+                "max_length": max_length,
                 "score_examples": 0,
                 "save_steps": 0,
+                "eval_steps": 0,
                 "precision": precision,
             }
-            est = estimate_for(env, name, {**base, **sets})
-            job = run_job(env, name, "smollm2-135m", sets)
+            est = estimate_for(env, data, {**base, **sets})
+            job = run_job(env, data, "smollm2-135m", sets)
             extra = job["result"]["extra"]
             steps = job["result"]["steps"]
             rows.append(
                 {
-                    "data": f"{words}-word answers",
+                    "data": data,
                     "batch": batch,
+                    "blocks": blocks or 30,
+                    "max_length": max_length,
                     "precision": precision,
                     "longest": est.longest,
+                    "mean": round(est.tokens_per_epoch / max(est.train_rows, 1), 1),
                     "ram_est": est.run.ram_gb,
                     "ram": extra["peak_rss_mb"] / 1024,
                     "step_est": est.run.train_s / steps,
@@ -141,7 +186,7 @@ def grid(env: dict, work: Path, precisions: list[str]) -> list[dict]:
     return rows
 
 
-def journey(env: dict, work: Path) -> dict:
+def journey(env: dict, work: Path, precision: str | None = None) -> dict:
     from backend.jobs.presets import load_preset
     from backend.settings import SAMPLE_CSV, SAMPLE_VALIDATION_CSV
 
@@ -155,9 +200,10 @@ def journey(env: dict, work: Path) -> dict:
         "--name",
         "support",
     )
-    config = load_preset("smollm2-135m").config.model_dump()
+    sets = {"precision": precision} if precision else {}
+    config = {**load_preset("smollm2-135m").config.model_dump(), **sets}
     est = estimate_for(env, "support", config)
-    job = run_job(env, "support", "smollm2-135m", {})
+    job = run_job(env, "support", "smollm2-135m", sets)
     extra = job["result"]["extra"]
     scores = job.get("scores") or {}
     out = {
@@ -175,6 +221,8 @@ def journey(env: dict, work: Path) -> dict:
         "loss_base": scores["base"]["eval_loss"],
         "loss_tuned": scores["tuned"]["eval_loss"],
         "run": job["id"],
+        "precision": "bf16" if est.bf16 else "fp32",
+        "steps": job["result"]["steps"],
     }
     print(json.dumps(out), flush=True)
     return out
@@ -196,15 +244,15 @@ def report(rows: list[dict], trip: dict | None) -> str:
     out = [f"Machine: {machine()}. Command: `python bench/bench_cpu.py --grid --journey --write`.", ""]
     if rows:
         out += [
-            "| data | batch | precision | longest (tokens) | peak RAM est. / measured | ratio | s/step est. / measured "
-            "| ratio |",
-            "|---|---:|---|---:|---:|---:|---:|---:|",
+            "| data | batch | blocks | max_length | precision | longest (tokens) | peak RAM est. / measured | "
+            "measured / est. | s/step est. / measured | measured / est. |",
+            "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|",
         ]
         for r in rows:
             out.append(
-                f"| {r['data']} | {r['batch']} | {r['precision']} | {r['longest']} | {r['ram_est']:.2f} / "
-                f"{r['ram']:.2f} GB | {r['ram_est'] / r['ram']:.2f} | {r['step_est']:.2f} / {r['step']:.2f} | "
-                f"{r['step_est'] / r['step']:.2f} |"
+                f"| {r['data']} | {r['batch']} | {r['blocks']} | {r['max_length']} | {r['precision']} | "
+                f"{r['longest']} | {r['ram_est']:.2f} / {r['ram']:.2f} GB | {r['ram'] / r['ram_est']:.2f} | "
+                f"{r['step_est']:.2f} / {r['step']:.2f} | {r['step'] / r['step_est']:.2f} |"
             )
         out.append("")
     if trip:
@@ -232,15 +280,22 @@ def main() -> int:
     p.add_argument("--grid", action="store_true")
     p.add_argument("--journey", action="store_true")
     p.add_argument("--write", action="store_true")
+    p.add_argument("--home", help="keep the data directory here (to recompute estimates later)")
+    p.add_argument("--only", default="", help="grid rows of this data only (flat, skewed, outlier, cut)")
+    p.add_argument(
+        "--precision", choices=("fp32", "bf16"), help="one precision only (default: every one here)"
+    )
     args = p.parse_args()
     from backend.models.devices import cpu_has_bf16
 
     with tempfile.TemporaryDirectory(prefix="tunedeck-bench-cpu-") as tmp:
-        work = Path(tmp)
+        work = Path(args.home or tmp)
+        work.mkdir(parents=True, exist_ok=True)
         env = home_with_starter(work / "home")
         os.environ.update({k: env[k] for k in ("TUNEDECK_HOME", "HF_HUB_OFFLINE")})
-        rows = grid(env, work, ["fp32", "bf16"] if cpu_has_bf16() else ["fp32"]) if args.grid else []
-        trip = journey(env, work) if args.journey else None
+        precisions = [args.precision] if args.precision else ["fp32", "bf16"] if cpu_has_bf16() else ["fp32"]
+        rows = grid(env, work, precisions, args.only) if args.grid else []
+        trip = journey(env, work, args.precision) if args.journey else None
     text = report(rows, trip)
     print(text)
     if args.write:

@@ -609,3 +609,18 @@ def test_dpo_over_two_processes_through_accelerate_launch(tmp_path, tiny_model_b
     assert [s for s, _, _ in margins] == [1, 2, 3, 4]  # one writer: one point per step
     adapters = list(Path(done["job_dir"]).rglob("adapter_model.safetensors"))
     assert [p.parent.name for p in adapters if "checkpoint" not in str(p)] == ["adapter"]
+
+
+def test_a_dpo_run_from_the_base_model_is_told_what_teaches_the_answers_and_which_preset_does():
+    from backend.jobs.admission import FROM_BASE_PRESET, start_note
+    from backend.jobs.presets import load_preset
+
+    dpo = load_preset("smollm2-135m-dpo").config
+    note = start_note(dpo)
+    assert "No run to start from" in note and FROM_BASE_PRESET in note and "objective sft" in note
+    assert load_preset(FROM_BASE_PRESET).config.objective == "dpo"  # the preset the note names exists
+    assert start_note(dpo.updated(continue_from="run-1")) == ""
+    assert start_note(dpo.updated(objective="orpo")) == ""  # ORPO learns the better answers itself
+    assert start_note(load_preset("smollm2-135m").config) == ""
+    other = start_note(dpo.updated(base_model="tiny-offline"))
+    assert other and FROM_BASE_PRESET not in other  # the preset is for the starter model only

@@ -17,6 +17,7 @@ from typing import Any
 import gradio as gr
 
 from backend.errors import TuneDeckError, explain
+from backend.jobs.admission import start_note
 from backend.jobs.config import ConfigError, RunConfig
 from backend.jobs.presets import PresetError, list_presets, load_preset
 from backend.models.registry import BUILTINS, TINY_DESCRIPTION, TINY_MODEL
@@ -268,7 +269,10 @@ def check_settings(dataset: str | None, preset: str, *values: Any, ctx: AppConte
         return "", error_md(str(exc))
     record = ctx.store.get_dataset(dataset) if dataset else None
     problems = ctx.manager.admission.objective_problems(record, config) if record else []
-    message = error_md(problems_text(ConfigError(problems))) if problems else ""
+    advice = start_note(config)
+    message = (
+        error_md(problems_text(ConfigError(problems))) if problems else note_md(advice) if advice else ""
+    )
     return estimate_text(dataset, preset, *values, ctx=ctx), message
 
 

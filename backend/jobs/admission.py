@@ -460,6 +460,27 @@ def _fixes(refusal: str) -> list[str]:
     return [tip.strip() for tip in fix.split("; or ") if tip.strip()]
 
 
+# The preset for preference pairs alone on the starter model (measured in bench/RESULTS.md: from the base model, the
+# DPO preset's rate moved the model's own preference but not its answers).
+FROM_BASE_PRESET = "smollm2-135m-dpo-base"
+
+
+def start_note(config: RunConfig) -> str:
+    """Advice, not a problem: a DPO or KTO run with no run to start from learns which answer is better relative to
+    the base model, but learns to write the better answers only through the SFT term, so at a rate meant for
+    polishing a finished run its answers hardly change. Empty where there is nothing to say."""
+    if config.objective not in ("dpo", "kto") or config.continue_from:
+        return ""
+    first = "train a run on your examples first (objective sft) and start from it"
+    if config.base_model == "smollm2-135m":
+        first = f"use the {FROM_BASE_PRESET} preset (a 4x higher learning rate and more steps), or " + first
+    return (
+        f"No run to start from: this {config.objective.upper()} run starts from the base model. It will learn which "
+        "answer is better, but to write the better answers it needs the supervised part ('Also learn the better "
+        f"answers') and enough steps: {first}."
+    )
+
+
 def _memory_problem(value: str, text: str) -> Problem:
     """A refusal's text ("this job needs ... Fix: ...") as a Problem; Problem adds its own full stops, so a message
     ending in one would read "free.. Fix:"."""
