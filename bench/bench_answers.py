@@ -59,6 +59,37 @@ def answers(env: dict, base: str, adapter: str | None, questions: list[str]) -> 
     )
 
 
+def table(log: str) -> str:
+    """The runs of a ``--log`` file as a Markdown table (bench/RESULTS.md), then every answer of each run."""
+    runs = [json.loads(line) for line in open(log, encoding="utf-8") if line.strip()]
+
+    def score(run: dict, key: str) -> str:
+        sides = [s for s in ("base", "start", "tuned") if key in run["scores"].get(s, {})]
+        return " → ".join(f"{run['scores'][s][key]:.2f}" for s in sides) or "–"
+
+    out = [
+        "| run | data | settings | steps | Train → finished | peak RAM est. / measured | right facts (8 probes) "
+        "| ROUGE-L | preference accuracy | judge vs base (W/T/L) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in runs:
+        judge = r.get("judge") or {}
+        est = r.get("estimate") or {}
+        out.append(
+            f"| {r['label']} | {r['data']} | {r['preset']} {' '.join(r['set'])} ({est.get('precision', '?')}) | "
+            f"{r['steps']} | {r['elapsed_s']:.0f} s (est. {est.get('total_s') or 0:.0f} s) | "
+            f"{est.get('ram_gb') or 0:.2f} / {r['peak_rss_gb']:.2f} GB | {r['right_base']} → {r['right_tuned']} | "
+            f"{score(r, 'rougeL')} | {score(r, 'pref_accuracy')} | "
+            + (f"{judge['wins']}/{judge['ties']}/{judge['losses']} |" if judge else "– |")
+        )
+    for r in runs:
+        out += ["", f"{r['label']} ({r['run']}): the tuned model's answers", ""]
+        out += [
+            f"- {'right' if a['right'] else 'wrong'}: *{a['q']}* → {a['tuned'][:200]}" for a in r["answers"]
+        ]
+    return "\n".join(out)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", choices=("skylark", "aurora"), default="skylark")
@@ -68,7 +99,13 @@ def main() -> int:
     p.add_argument("--home", help="a data directory to keep between calls")
     p.add_argument("--log", help="append the JSON line to this file")
     p.add_argument("--label", default="", help="a name for this row in the log")
+    p.add_argument(
+        "--table", metavar="LOG", help="print the runs of a --log file as a Markdown table and stop"
+    )
     args = p.parse_args()
+    if args.table:
+        print(table(args.table))
+        return 0
 
     tmp = tempfile.TemporaryDirectory(prefix="tunedeck-bench-answers-")
     home = Path(args.home) if args.home else Path(tmp.name) / "home"
