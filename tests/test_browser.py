@@ -30,7 +30,7 @@ SHOTS = ROOT / "test-artifacts" / "screenshots"
 QUESTION = (
     "How long does the battery last?"  # the sample's answer: "The Skylark S2 runs for up to 150 minutes..."
 )
-STEPS = 30  # a third of the preset's run, to keep CI quick: enough to learn whose support it speaks for
+STEPS = 60  # 240 examples (the preset: 152 steps of 4), to keep CI quick: enough to learn whose support it speaks for
 PRODUCT = re.compile(
     r"Skylark|S2"
 )  # the product the sample is about, which the base model has never heard of

@@ -1,8 +1,8 @@
 """The starter model end to end, as a person uses it from the command line: a real pretrained model (SmolLM2-135M)
 fine-tuned on the sample support dataset on a CPU, with no network.
 
-The run uses the starter preset's defaults (about 5 minutes on 2 cores, scoring 8 examples instead of 16 to save a
-little); bench/RESULTS.md has the same journey's numbers (``bench/bench_cpu.py --journey``).
+The run uses the starter preset's defaults (about 4 minutes on 2 cores in fp32 or bf16; 8 scored examples instead of
+16 to save a little); bench/RESULTS.md has the same journey's numbers (``bench/bench_answers.py``).
 """
 
 from __future__ import annotations
@@ -93,7 +93,9 @@ def test_the_adapter_names_its_hub_base_and_reloads_with_plain_peft_giving_the_s
     assert "150 minutes" not in base["reply"]
 
 
-def test_the_estimate_of_memory_matches_the_measured_run_within_20_percent(run: dict) -> None:
+def test_the_estimate_of_memory_is_never_below_the_measured_run_and_not_far_above(run: dict) -> None:
+    """Issue 21's target on every CPU: measured / estimated peak RAM between 0.80 and 1.00 (a refusal must never
+    turn away a job that fits, and a promise must hold). 3 % is left for run-to-run noise of the measured peak."""
     from backend.core.store import Store
     from backend.jobs.config import RunConfig
     from backend.jobs.manager import Manager
@@ -104,4 +106,4 @@ def test_the_estimate_of_memory_matches_the_measured_run_within_20_percent(run: 
     estimate = manager.cpu_estimate("support", RunConfig.parse(job["config"]))
     measured_gb = job["result"]["extra"]["peak_rss_mb"] / 1024
     assert estimate is not None
-    assert abs(estimate.run.ram_gb - measured_gb) <= 0.2 * measured_gb, (estimate.run.ram_gb, measured_gb)
+    assert 0.80 <= measured_gb / estimate.run.ram_gb <= 1.03, (estimate.run.ram_gb, measured_gb)

@@ -371,20 +371,29 @@ CPU_PROCESS_GB = (
     0.66  # a worker with torch, transformers, TRL and the data libraries loaded, before the model
 )
 CPU_ACTIVATION_FACTOR = 2.64  # autograd's saved tensors and TRL's logit tiles on a CPU vs the GPU formula
-# Batches of varying lengths leave the allocator holding blocks of many sizes: the sample support data (longest
-# example 1.36x the mean) peaked 0.9 GB above the same model on equal-length rows (fitted to that journey run). The
-# extra saturates (spread / (1 + spread)): it is blocks of the longest batch's sizes kept around, not one more batch
-# per multiple of the mean; a linear term said 41 GB for skewed data (longest 12x the mean) that bench_train runs
-# in a few GB.
-CPU_SPREAD_FACTOR = 2.04
+# bf16 only: a run whose batches come in many different lengths held 0.55-0.73 GB more than its activations explain
+# (2026-12-03, bench/RESULTS.md: the sample support data 0.73 GB at batch 8 and 0.65 GB at batch 4, a thermostat set
+# 0.55 GB; nothing of the kind in fp32, nor on rows of equal length). It does not grow with the batch, so it is not
+# activations: it behaves like about 2.7 copies of the bf16 weights kept per distinct input shape by the CPU's bf16
+# matrix kernels (oneDNN reorders the weights into its blocked layout and caches the primitive), up to a limit. It is
+# counted whole once the longest example is 1.2x the mean (spread / (1 + spread) >= 0.17, the thermostat set's), and
+# in proportion below that.
+CPU_BF16_SHAPE_COPIES = 3.0  # 2.7 fitted; 3.0 so that no run measured so far is above the estimate
+CPU_BF16_SPREAD_FULL = 0.17
+# Refitted 2026-12-03 to whole runs of the starter model through the real path (bench/RESULTS.md, bench_answers.py):
+# SFT at batch 4 in fp32 and bf16, DPO at batch 8 in bf16; the earlier figures (30 and 42.7, fitted to 8-step runs
+# at batch 8) said 1.4-1.9x the time the runs took.
 CPU_GFLOPS = {
-    "fp32": 30.0,
-    "bf16": 42.7,
+    "fp32": 48.0,
+    "bf16": 62.0,
 }  # effective training rate per core (LoRA, a small Llama-shaped model)
 CPU_STEP_OVERHEAD_S = 0.15  # optimizer, logging and data loading per step, whatever its size
 CPU_START_S = 15.0  # from Train to the first step: process start, imports, loading the model and data
 CPU_MEMORY_BANDWIDTH_GBS = 12.0  # weights read per generated token while answering (scoring, chat)
-CPU_DECODE_STEP_S = 0.09  # transformers' generate on a CPU: Python and kernel overhead per generated token
+CPU_DECODE_STEP_S = (
+    0.04  # transformers' generate on a CPU: Python and kernel overhead per generated token (refitted
+)
+# with the rates above: scoring took 0.35-0.55x what 0.09 said)
 
 
 @dataclass(frozen=True)
@@ -427,12 +436,13 @@ def cpu_memory_gb(
 ) -> float:
     """Peak resident memory of a training worker on a CPU (GB): the process, the weights (fp32, or bf16 where the
     CPU runs bf16), the adapter with its gradients and AdamW state (fp32), and the activations autograd keeps for
-    the longest micro-batch with the scored logits, more when examples vary in length (``seq_len`` the longest
-    example, ``mean_len`` the mean).
+    the longest micro-batch with the scored logits (``seq_len`` the longest example, ``mean_len`` the mean), plus in
+    bf16 what the CPU's bf16 kernels keep for batches of many lengths.
 
-    The activation term never exceeds the fully padded micro-batch (batch_size x max_length): whatever the batching
-    mode, no batch holds more, so a dataset with one row far over max_length is estimated at that bound instead of
-    being inflated by its spread of lengths (issue 21: one 5,522-token row made a 6 GB run read 29 GB)."""
+    The activations are those of the longest micro-batch, padded to its longest row and never more than the fully
+    padded batch_size x max_length: no batching mode makes a bigger batch, so a dataset with one row far over
+    max_length costs what that bound costs (issue 21: the spread of lengths once multiplied the activations, and one
+    5,522-token row made a run measured near 6 GB read 29 GB)."""
     weight_bytes = shape.params * (2 if bf16 else 4)
     if cfg.method == "qlora":
         weight_bytes = shape.block_linear_params * NF4_BYTES + (shape.params - shape.block_linear_params) * 4
@@ -440,11 +450,14 @@ def cpu_memory_gb(
     first = memory(
         shape, cfg, seq_len=longest, sixteen_bit=bf16
     )  # the longest micro-batch, padded to its row
-    padded = memory(shape, cfg, seq_len=cfg.max_length, sixteen_bit=bf16)
-    spread = max(longest / mean_len - 1, 0.0) if mean_len else 0.0
-    grown = (first.activations + first.logits) * (1 + CPU_SPREAD_FACTOR * spread / (1 + spread))
-    activations = min(grown, padded.activations + padded.logits) * CPU_ACTIVATION_FACTOR
-    return CPU_PROCESS_GB + (weight_bytes + first.lora_params * 16) / GB + activations
+    activations = (first.activations + first.logits) * CPU_ACTIVATION_FACTOR
+    shapes = 0.0
+    if bf16 and mean_len:
+        spread = max(longest / mean_len - 1, 0.0)
+        shapes = (
+            CPU_BF16_SHAPE_COPIES * shape.params * 2 * min(1.0, spread / (1 + spread) / CPU_BF16_SPREAD_FULL)
+        )
+    return CPU_PROCESS_GB + (weight_bytes + first.lora_params * 16 + shapes) / GB + activations
 
 
 def cpu_run(
