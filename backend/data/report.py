@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,6 @@ from backend.data.chatformat import ChatFormat
 
 SAMPLE_LIMIT = 10_000
 BATCH = 2_000
-TOP_LENGTHS = 64  # enough for the longest micro-batch of any batch size people use on one machine
 
 
 @dataclass
@@ -49,9 +48,6 @@ class TokenReport:
     train_longest: int = 0  # the longest training example, capped at max_length (what a micro-batch can hold)
     longest_prompt: int = 0  # the most tokens before a training example's first trained token
     longest_prompt_row: int = 0  # its source_row
-    # The longest training examples, capped at max_length, longest first (at most TOP_LENGTHS of them): how the
-    # longest micro-batches form, which decides the peak memory of a run (``estimate.cpu_memory_gb``).
-    train_top_lengths: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -207,7 +203,6 @@ def token_report(
         longest_prompt_row=int(source_rows[is_train][int(np.argmax(prompt[is_train]))])
         if is_train.any()
         else 0,
-        train_top_lengths=[int(n) for n in np.sort(capped[is_train])[::-1][:TOP_LENGTHS]],
     )
 
 
