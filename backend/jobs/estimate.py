@@ -364,9 +364,10 @@ def seconds_per_epoch(
 
 # -- a run on a CPU: memory (RSS) and wall-clock time -----------------------------------------------------------------
 
-# Fitted (least squares, relative error) to 12 runs of SmolLM2-135M on the development machine (2 AMD EPYC cores with
-# AVX512-BF16, 24 GB): batch 2 and 8, answers of 20 to 400 words, fp32 and bf16. `python bench/bench_cpu.py --grid`
-# prints them against fresh measurements (bench/RESULTS.md: peak RSS within 10 %, step time within 25 %).
+# Fitted to runs of SmolLM2-135M on the development machine (2 AMD EPYC cores with AVX512-BF16, 24 GB), fp32 and bf16.
+# `python bench/bench_cpu.py --grid` prints them against fresh measurements: on 2026-12-03 peak RSS measured /
+# estimated 0.85-0.97 over flat, skewed, one-outlier and cut-at-max_length data, batch 4 and 8, top 15 or all 30
+# blocks, and 0.95-0.99 over whole runs (bench/RESULTS.md).
 CPU_PROCESS_GB = (
     0.66  # a worker with torch, transformers, TRL and the data libraries loaded, before the model
 )
