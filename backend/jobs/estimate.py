@@ -381,6 +381,9 @@ CPU_ACTIVATION_FACTOR = 2.64  # autograd's saved tensors and TRL's logit tiles o
 # in proportion below that.
 CPU_BF16_SHAPE_COPIES = 3.0  # 2.7 fitted; 3.0 so that no run measured so far is above the estimate
 CPU_BF16_SPREAD_FULL = 0.17
+# Measured on the starter model only (0.8 GB at most there): how it grows with a bigger model is not known, so it is
+# capped rather than let it refuse, say, an 8B model on a CPU for 48 GB nobody measured.
+CPU_BF16_SHAPES_MAX_GB = 1.0
 # Refitted 2026-12-03 to whole runs of the starter model through the real path (bench/RESULTS.md, bench_answers.py):
 # SFT at batch 4 in fp32 and bf16, DPO at batch 8 in bf16; the earlier figures (30 and 42.7, fitted to 8-step runs
 # at batch 8) said 1.4-1.9x the time the runs took.
@@ -455,9 +458,8 @@ def cpu_memory_gb(
     shapes = 0.0
     if bf16 and mean_len:
         spread = max(longest / mean_len - 1, 0.0)
-        shapes = (
-            CPU_BF16_SHAPE_COPIES * shape.params * 2 * min(1.0, spread / (1 + spread) / CPU_BF16_SPREAD_FULL)
-        )
+        whole = min(CPU_BF16_SHAPE_COPIES * shape.params * 2, CPU_BF16_SHAPES_MAX_GB * GB)
+        shapes = whole * min(1.0, spread / (1 + spread) / CPU_BF16_SPREAD_FULL)
     return CPU_PROCESS_GB + (weight_bytes + first.lora_params * 16 + shapes) / GB + activations
 
 
