@@ -473,7 +473,7 @@ def start_note(config: RunConfig) -> str:
         return ""
     first = "train a run on your examples first (objective sft) and start from it"
     if config.base_model == "smollm2-135m":
-        first = f"use the {FROM_BASE_PRESET} preset (a 4x higher learning rate and more steps), or " + first
+        first = f"use the {FROM_BASE_PRESET} preset (learning rate 2e-3, the SFT starter's), or " + first
     return (
         f"No run to start from: this {config.objective.upper()} run starts from the base model. It will learn which "
         "answer is better, but to write the better answers it needs the supervised part ('Also learn the better "
