@@ -41,6 +41,21 @@ class CpuEstimate:
         return self.run.ram_gb <= self.available_gb
 
 
+@dataclass(frozen=True)
+class GpuEstimate:
+    """What a job will cost on the GPUs it would use: the fit (peak memory against what they have free) and, with
+    the dataset's token counts, the training time. One computation for the Train tab, the refusal at submit and
+    ``tunedeck estimate``."""
+
+    fit: estimate.Fit
+    where: str  # the card, as messages name it
+    steps: int = 0
+    epochs: float = 0.0
+    train_s: float | None = None  # None: the card's speed is not known, or no dataset
+    train_rows: int = 0
+    tokens_per_epoch: int = 0
+
+
 class Admission:
     """Estimates and fit checks for jobs on this machine. ``gpu_probe`` lists the GPUs; ``running_pids`` gives the
     process groups of the jobs this process runs (their memory comes back before a new job starts)."""
@@ -68,17 +83,7 @@ class Admission:
                 "(it is read after the first download)."
             )
         gpus = self.gpus_for(config)
-        stats = self.token_report(record, config) if record and gpus else None
-        seq = stats.train_longest if stats and stats.train_longest else config.max_length
-        lines = []
-        fits = True
-        if gpus:
-            budget = min(self.gpu_budget_gb(g) for g in gpus)
-            fit = estimate.check_fit(shape, config, budget, seq_len=seq)
-            fits = fit.fits
-            where = f"{gpus[0].name}" + (f" (x{len(gpus)})" if len(gpus) > 1 else "")
-            lines.append(fit.message(where) if fit.fits else "Will not fit: " + fit.message(where))
-        else:
+        if not gpus:
             cpu = self.cpu_estimate(record, config) if record else None
             if cpu is not None:
                 return cpu.fits, self._cpu_lines(cpu, shape, config)
@@ -87,37 +92,24 @@ class Admission:
                     "No NVIDIA GPU here: it will train on the CPU. Choose a dataset above to see how long it will "
                     "take and how much memory it needs."
                 )
-            need = estimate.memory(shape, config, seq_len=seq)
+            need = estimate.memory(shape, config)
+            return True, (
+                f"No NVIDIA GPU here: it will train on the CPU. On a GPU it would need about {need.summary()}."
+            )
+        gpu = self.gpu_estimate(record, config, shape, gpus)
+        lines = [
+            gpu.fit.message(gpu.where) if gpu.fit.fits else "Will not fit: " + gpu.fit.message(gpu.where)
+        ]
+        if gpu.train_s is not None:
+            scoring = (
+                f", then scoring {config.score_examples} held-out examples" if config.score_examples else ""
+            )
             lines.append(
-                f"No NVIDIA GPU here: it will train on the CPU. On a GPU it would need about "
-                f"{need.summary()}."
+                f"Training alone: about {_duration(gpu.train_s)} ({gpu.steps} steps, {gpu.epochs:.3g} passes over "
+                f"{gpu.train_rows} examples, {gpu.tokens_per_epoch:,} tokens) on the GPU, plus loading the "
+                f"model{scoring}. A rough figure; the Runs tab shows the real pace."
             )
-        if stats:
-            kind = "cuda" if gpus else "cpu"
-            rows = stats.train_rows
-            secs = estimate.seconds_per_epoch(
-                shape,
-                config,
-                tokens_per_epoch=stats.tokens_per_epoch,
-                mean_len=stats.tokens_per_epoch / max(rows, 1),
-                device_kind=kind,
-                device_name=gpus[0].name if gpus else "",
-            )
-            if secs is not None and rows:
-                per_step = config.batch_size * config.grad_accum * max(config.num_devices, 1)
-                steps = estimate.planned_steps(config, rows, config.num_devices)
-                epochs = steps * per_step / rows
-                scoring = (
-                    f", then scoring {config.score_examples} held-out examples"
-                    if config.score_examples
-                    else ""
-                )
-                lines.append(
-                    f"Training alone: about {_duration(secs * epochs)} ({steps} steps, {epochs:.3g} passes over "
-                    f"{rows} examples, {stats.tokens_per_epoch:,} tokens) on the {'GPU' if gpus else 'CPU'}, "
-                    f"plus loading the model{scoring}. A rough figure; the Runs tab shows the real pace."
-                )
-        return fits, "  \n".join(lines)
+        return gpu.fit.fits, "  \n".join(lines)
 
     def token_report(self, record: DatasetRecord, config: RunConfig):
         """The dataset's exact token counts with this model's tokenizer and chat template, as it will be trained
@@ -324,6 +316,44 @@ class Admission:
         )
         return gpu.free_gb + ours + Accelerator(self.store).held_gb()
 
+    def gpu_estimate(
+        self,
+        record: DatasetRecord | None,
+        config: RunConfig,
+        shape: estimate.ModelShape,
+        gpus: list[hardware.Gpu],
+    ) -> GpuEstimate:
+        """Peak memory against the free memory of ``gpus`` (the dataset's longest example sets the activations) and,
+        when the dataset's token counts are known, the steps and the training time on that card."""
+        stats = self.token_report(record, config) if record is not None else None
+        seq = stats.train_longest if stats and stats.train_longest else config.max_length
+        budget = min(self.gpu_budget_gb(g) for g in gpus)
+        fit = estimate.check_fit(shape, config, budget, seq_len=seq)
+        where = gpus[0].name + (f" (x{len(gpus)})" if len(gpus) > 1 else "")
+        rows = stats.train_rows if stats else 0
+        if not rows:
+            return GpuEstimate(fit, where)
+        per_step = config.batch_size * config.grad_accum * max(config.num_devices, 1)
+        steps = estimate.planned_steps(config, rows, config.num_devices)
+        epochs = steps * per_step / rows
+        secs = estimate.seconds_per_epoch(
+            shape,
+            config,
+            tokens_per_epoch=stats.tokens_per_epoch,
+            mean_len=stats.tokens_per_epoch / rows,
+            device_kind="cuda",
+            device_name=gpus[0].name,
+        )
+        return GpuEstimate(
+            fit,
+            where,
+            steps=steps,
+            epochs=epochs,
+            train_s=secs * epochs if secs is not None else None,
+            train_rows=rows,
+            tokens_per_epoch=stats.tokens_per_epoch,
+        )
+
     def memory_problems(
         self, config: RunConfig, record: DatasetRecord | None, ref: models.ModelRef | None
     ) -> list[Problem]:
@@ -341,10 +371,7 @@ class Admission:
         mshape = estimate.model_shape(config.base_model, self.paths)
         if mshape is None:
             return []
-        stats = self.token_report(record, config)
-        seq = stats.train_longest if stats and stats.train_longest else config.max_length
-        budget = min(self.gpu_budget_gb(g) for g in gpus)
-        fit = estimate.check_fit(mshape, config, budget, seq_len=seq)
+        fit = self.gpu_estimate(record, config, mshape, gpus).fit
         if fit.fits:
             return []
         return [_memory_problem(f"{fit.need.total:.1f} GB", fit.message(gpus[0].name))]
@@ -392,35 +419,20 @@ class Admission:
         out.update(fits=fits, message=_plain(text))
         if not gpus or shape is None or record is None:
             return out
-        stats = self.token_report(record, config)
-        budget = min(self.gpu_budget_gb(g) for g in gpus)
-        seq = stats.train_longest if stats and stats.train_longest else config.max_length
-        fit = estimate.check_fit(shape, config, budget, seq_len=seq)
+        gpu = self.gpu_estimate(record, config, shape, gpus)
         out.update(
-            gpu_gb=round(fit.need.total, 2),
-            available_gb=round(budget, 2),
+            gpu_gb=round(gpu.fit.need.total, 2),
+            available_gb=round(gpu.fit.budget_gb, 2),
             precision=None if config.precision == "auto" else config.precision,  # auto: the GPU decides
-            suggestions=[] if fit.fits else _fixes(fit.message(gpus[0].name)),
+            suggestions=[] if gpu.fit.fits else _fixes(gpu.fit.message(gpus[0].name)),
         )
-        rows = stats.train_rows if stats else 0
-        if rows:
-            per_step = config.batch_size * config.grad_accum * max(config.num_devices, 1)
-            steps = estimate.planned_steps(config, rows, config.num_devices)
-            epochs = steps * per_step / rows
-            secs = estimate.seconds_per_epoch(
-                shape,
-                config,
-                tokens_per_epoch=stats.tokens_per_epoch,
-                mean_len=stats.tokens_per_epoch / rows,
-                device_kind="cuda",
-                device_name=gpus[0].name,
-            )
+        if gpu.train_rows:
             out.update(
-                train_s=round(secs * epochs, 1) if secs is not None else None,
-                steps=steps,
-                epochs=round(epochs, 3),
-                train_rows=rows,
-                tokens_per_epoch=stats.tokens_per_epoch,
+                train_s=round(gpu.train_s, 1) if gpu.train_s is not None else None,
+                steps=gpu.steps,
+                epochs=round(gpu.epochs, 3),
+                train_rows=gpu.train_rows,
+                tokens_per_epoch=gpu.tokens_per_epoch,
             )
         return out
 
