@@ -208,8 +208,10 @@ def _run_config(args: argparse.Namespace, paths: Paths) -> tuple[Preset, RunConf
 def cmd_train(args: argparse.Namespace) -> int:
     paths, store, manager = _ctx()
     preset, config = _run_config(args, paths)
+    # What admission sees as it takes the job, worked out before it is queued: a queued job must always reach the
+    # scheduler below, whatever an estimate might raise.
+    estimate = {"estimate": manager.estimate(args.dataset, config)}
     job = manager.submit(args.dataset, config, preset=preset.name)
-    estimate = {"estimate": manager.estimate(args.dataset, config)}  # what admission saw at submit
     ensure_scheduler(paths)
     if not args.wait:
         _out(
@@ -256,9 +258,10 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         raise ConfigError(others)
     report = manager.estimate(args.dataset, config)
     _out(args, report, report["message"])
-    if problems or not report["fits"]:
-        refusal = ConfigError(problems) if problems else report["message"].split("Will not fit: ")[-1]
-        print(f"error: it would be refused: {refusal}", file=sys.stderr)
+    if (
+        problems
+    ):  # memory only (the rest raised above): the verdict is submit's own, not a reading of the text
+        print(f"error: it would be refused: {ConfigError(problems)}", file=sys.stderr)
         return EXIT_WOULD_NOT_FIT
     return 0
 

@@ -341,7 +341,7 @@ class Manager:
         return self.admission.fit_report(dataset, config)
 
     def estimate(self, dataset: str | None, config: RunConfig) -> dict[str, Any]:
-        """The same estimate as plain data in fixed keys (``Admission.estimate_dict``): the CLI's and the API's."""
+        """The same estimate as plain data in fixed keys (``Admission.estimate_dict``): what `tunedeck estimate` prints and `train --json` carries."""
         return self.admission.estimate_dict(dataset, config)
 
     def token_report(self, record: DatasetRecord, config: RunConfig):
